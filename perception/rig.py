@@ -89,9 +89,11 @@ class Rig:
         if k.shape != (3, 3) or not np.all(np.isfinite(k)):
             raise CalibrationError("K must be a finite 3x3 matrix", f"{src}:camera.K")
         if k[0, 0] <= 0 or k[1, 1] <= 0:
-            raise CalibrationError(f"focal lengths must be positive, got fx={k[0, 0]}, fy={k[1, 1]}", f"{src}:camera.K")
+            raise CalibrationError(f"focal lengths must be positive, got fx={k[0, 0]}, fy={k[1, 1]}",
+                                   f"{src}:camera.K")
         if self.width <= 0 or self.height <= 0:
-            raise CalibrationError(f"image size must be positive, got {self.width}x{self.height}", f"{src}:camera.width")
+            raise CalibrationError(f"image size must be positive, got {self.width}x{self.height}",
+                                   f"{src}:camera.width")
         if not (0 < k[0, 2] < self.width and 0 < k[1, 2] < self.height):
             raise CalibrationError(
                 f"principal point ({k[0, 2]:.1f}, {k[1, 2]:.1f}) lies outside the {self.width}x{self.height} image "

@@ -1,0 +1,1 @@
+"""LiDAR-camera fusion detector: pillars, image encoder, TransFusion-style decoder, heads."""
