@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 KNOWN_CLASSES: tuple[str, ...] = (
     "Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc", "DontCare",
 )
+#: Simulated out-of-distribution object types (never in training data; labelled with these names).
+OOD_CLASSES: tuple[str, ...] = ("Animal", "Debris", "Stroller", "ConstructionMachine")
 #: The classes the detector is trained and evaluated on.
 DETECTION_CLASSES: tuple[str, ...] = ("Car", "Pedestrian", "Cyclist")
 

@@ -1,0 +1,162 @@
+"""Training loop: seeded, tqdm progress, periodic checkpoints, resumable, time-limited."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from perception.detector.config import DetectorConfig
+from perception.detector.data import SampleDataset, build_cache
+from perception.detector.inputs import collate
+from perception.detector.loss import detection_loss
+from perception.detector.model import FusionNet
+from perception.rig import Rig
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_RIG = REPO / "calibration" / "sim_default.yaml"
+
+
+@dataclass
+class TrainState:
+    """What a finished (or time-limited) run reports."""
+
+    steps: int
+    epochs_done: float
+    wall_seconds: float
+    final_loss: float
+    val_loss: float
+
+
+def cache_dir(cfg: DetectorConfig, split: str) -> Path:
+    """Where the simulated samples of ``split`` are cached (git-ignored ``data/``)."""
+    t = cfg.train
+    n = {"train": t.train_frames, "val": t.val_frames}[split]
+    return REPO / "data" / "cache" / cfg.model.name / f"{split}_s{t.seed}_n{n}"
+
+
+def _batches(dataset: SampleDataset, order: np.ndarray, bs: int):
+    for i in range(0, len(order) - bs + 1, bs):
+        items = [dataset[int(j)] for j in order[i:i + bs]]
+        yield items
+
+
+def _step_inputs(items, cfg: DetectorConfig, rng: np.random.Generator, train: bool):
+    inputs = [it[0] for it in items]
+    bev_valid = []
+    for inp in inputs:
+        drop_cam = train and rng.random() < cfg.train.camera_dropout
+        drop_bev = train and not drop_cam and inp.camera_valid and rng.random() < cfg.train.lidar_dropout
+        if drop_cam:
+            inp.camera_valid = False
+            inp.image = np.zeros_like(inp.image)
+        bev_valid.append(not drop_bev)
+    kwargs = collate(inputs, bev_valid)
+    heat = torch.from_numpy(np.stack([it[1] for it in items]))
+    boxes = [torch.from_numpy(it[2]).float() for it in items]
+    labels = [torch.from_numpy(it[3]).long() for it in items]
+    return kwargs, heat, boxes, labels
+
+
+def evaluate_loss(net: FusionNet, dataset: SampleDataset, cfg: DetectorConfig, max_batches: int = 25) -> float:
+    """Mean validation loss (no augmentation, full inputs)."""
+    net.eval()
+    rng = np.random.default_rng(0)
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for items in _batches(dataset, np.arange(len(dataset)), cfg.train.batch_size):
+            kwargs, heat, boxes, labels = _step_inputs(items, cfg, rng, train=False)
+            total += float(detection_loss(net(**kwargs), heat, boxes, labels, cfg.model)["total"])
+            n += 1
+            if n >= max_batches:
+                break
+    net.train()
+    return total / max(n, 1)
+
+
+def train(cfg: DetectorConfig, out_dir: Path, rig: Rig | None = None) -> tuple[FusionNet, TrainState]:
+    """Train (or resume) the detector; checkpoints go to ``out_dir/checkpoints/last.pt``."""
+    t = cfg.train
+    torch.set_num_threads(t.num_threads)
+    torch.manual_seed(t.seed)
+    rig = rig or Rig.from_yaml(DEFAULT_RIG)
+    train_paths = build_cache(cache_dir(cfg, "train"), rig, "train", t.train_frames, t.seed, cfg.model,
+                              t.frames_per_drive)
+    val_paths = build_cache(cache_dir(cfg, "val"), rig, "val", t.val_frames, t.seed, cfg.model, t.frames_per_drive)
+    train_ds = SampleDataset(train_paths, cfg.model, train=True, seed=t.seed)
+    val_ds = SampleDataset(val_paths, cfg.model, train=False)
+
+    net = FusionNet(cfg.model)
+    opt = torch.optim.AdamW(net.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    steps_per_epoch = len(train_ds) // t.batch_size
+    total_steps = steps_per_epoch * t.epochs
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=t.lr, total_steps=total_steps, pct_start=0.1,
+                                                div_factor=10.0, final_div_factor=50.0)
+    ckpt_path = out_dir / "checkpoints" / "last.pt"
+    ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+    step, elapsed = 0, 0.0
+    rng = np.random.default_rng(t.seed)
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, weights_only=False)  # our own checkpoint, written below
+        net.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        step, elapsed = ckpt["step"], ckpt["elapsed"]
+        rng.bit_generator.state = ckpt["rng"]
+        train_ds.rng.bit_generator.state = ckpt["data_rng"]
+        log.info("resumed from %s at step %d (%.1f min trained)", ckpt_path, step, elapsed / 60)
+
+    def save() -> None:
+        tmp = ckpt_path.with_suffix(".tmp")
+        torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "step": step, "elapsed": elapsed, "rng": rng.bit_generator.state,
+                    "data_rng": train_ds.rng.bit_generator.state}, tmp)
+        tmp.replace(ckpt_path)
+
+    net.train()
+    limit = t.time_limit_minutes * 60
+    t0 = time.monotonic() - elapsed
+    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step")
+    last_loss, smooth = float("nan"), None
+    stop = False
+    while step < total_steps and not stop:
+        epoch = step // steps_per_epoch
+        order = np.random.default_rng(t.seed + epoch).permutation(len(train_ds))
+        start = (step % steps_per_epoch) * t.batch_size
+        for items in _batches(train_ds, order[start:], t.batch_size):
+            kwargs, heat, boxes, labels = _step_inputs(items, cfg, rng, train=True)
+            losses = detection_loss(net(**kwargs), heat, boxes, labels, cfg.model)
+            opt.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
+            opt.step()
+            sched.step()
+            step += 1
+            last_loss = float(losses["total"])
+            smooth = last_loss if smooth is None else 0.98 * smooth + 0.02 * last_loss
+            elapsed = time.monotonic() - t0
+            bar.update(1)
+            bar.set_postfix(loss=f"{smooth:.3f}", hm=f"{float(losses['heatmap']):.2f}",
+                            reg=f"{float(losses['reg1']):.2f}", min=f"{elapsed / 60:.1f}")
+            if step % t.checkpoint_every_steps == 0:
+                save()
+            if elapsed > limit:
+                log.warning("time limit of %.0f min reached at step %d/%d", t.time_limit_minutes, step, total_steps)
+                stop = True
+                break
+            if step >= total_steps:
+                break
+    bar.close()
+    save()
+    val_loss = evaluate_loss(net, val_ds, cfg)
+    net.eval()
+    state = TrainState(step, step / max(steps_per_epoch, 1), elapsed, smooth or last_loss, val_loss)
+    log.info("training done: %s", state)
+    return net, state

@@ -1,0 +1,1 @@
+"""Trust layer: calibration, explanations, OOD scores, robustness corruptions, sensor health."""

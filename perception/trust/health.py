@@ -1,0 +1,276 @@
+"""Sensor health: rate, latency, point count, NaN share, exposure, blur and camera-LiDAR skew.
+
+Pure numpy, no ROS: the ``sensor_health`` node feeds observations (receive time, header stamp,
+content metrics) into a :class:`HealthMonitor` and publishes the :class:`Check` results it returns.
+Levels use the numbers of ``diagnostic_msgs/DiagnosticStatus`` (OK 0, WARN 1, ERROR 2, STALE 3).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+import numpy as np
+
+from perception.errors import ConfigError
+
+
+class Level(IntEnum):
+    """Severity of a check (same values as ``diagnostic_msgs/DiagnosticStatus``)."""
+
+    OK = 0
+    WARN = 1
+    ERROR = 2
+    STALE = 3
+
+
+_BOUNDS = ("error_below", "warn_below", "warn_above", "error_above")
+
+
+@dataclass(frozen=True)
+class Limit:
+    """Warn/error bounds of one metric; a bound left ``None`` is not checked."""
+
+    warn_below: float | None = None
+    error_below: float | None = None
+    warn_above: float | None = None
+    error_above: float | None = None
+
+    def level(self, value: float) -> Level:
+        """The level of ``value``; a non-finite value is an error when any bound is set."""
+        if not math.isfinite(value):
+            return Level.ERROR if any(getattr(self, b) is not None for b in _BOUNDS) else Level.OK
+        if (self.error_below is not None and value < self.error_below) or (
+                self.error_above is not None and value > self.error_above):
+            return Level.ERROR
+        if (self.warn_below is not None and value < self.warn_below) or (
+                self.warn_above is not None and value > self.warn_above):
+            return Level.WARN
+        return Level.OK
+
+    def describe(self, value: float) -> str:
+        """One phrase saying which bound ``value`` broke, or ``"ok"``."""
+        if not math.isfinite(value):
+            return "not a finite value"
+        for bound in ("error_below", "error_above", "warn_below", "warn_above"):
+            limit = getattr(self, bound)
+            below = bound.endswith("below")
+            if limit is not None and (value < limit if below else value > limit):
+                return f"{'<' if below else '>'} {bound} {limit:.4g}"
+        return "ok"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str) -> Limit:
+        """Parse ``{warn_below: .., error_below: .., warn_above: .., error_above: ..}``; errors name ``where``."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"expected a mapping of {', '.join(_BOUNDS)}", where)
+        unknown = set(d) - set(_BOUNDS)
+        if unknown:
+            raise ConfigError(f"unknown key(s) {sorted(unknown)}; expected {', '.join(_BOUNDS)}", where)
+        values: dict[str, float | None] = {}
+        for key in _BOUNDS:
+            v = d.get(key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+                raise ConfigError(f"expected a finite number, got {v!r}", f"{where}.{key}")
+            values[key] = None if v is None else float(v)
+        limit = cls(**values)
+        for lo, hi in (("error_below", "warn_below"), ("warn_above", "error_above"), ("warn_below", "warn_above")):
+            if values[lo] is not None and values[hi] is not None and values[lo] > values[hi]:
+                raise ConfigError(f"{lo} ({values[lo]}) must not exceed {hi} ({values[hi]})", where)
+        return limit
+
+
+#: Defaults, also the schema of ``config/sensor_health.param.yaml`` (sensor -> metric -> Limit).
+DEFAULT_LIMITS: dict[str, dict[str, dict[str, float]]] = {
+    "lidar": {
+        "rate_hz": {"warn_below": 8.0, "error_below": 4.0},
+        "latency_s": {"warn_above": 0.1, "error_above": 0.3},
+        "point_count": {"warn_below": 20000.0, "error_below": 2000.0},
+        "nan_share": {"warn_above": 0.05, "error_above": 0.5},
+    },
+    "camera": {
+        "rate_hz": {"warn_below": 8.0, "error_below": 4.0},
+        "latency_s": {"warn_above": 0.1, "error_above": 0.3},
+        "brightness": {"error_below": 15.0, "warn_below": 40.0, "warn_above": 210.0, "error_above": 240.0},
+        "saturated_share": {"warn_above": 0.3, "error_above": 0.6},
+        "sharpness": {"error_below": 15.0, "warn_below": 60.0},  # KITTI: 2000-4100 sharp, 75-160 at 2 px blur
+    },
+    "sync": {
+        "skew_s": {"warn_above": 0.05, "error_above": 0.1},
+    },
+}
+
+#: Unit of each metric, for messages.
+UNITS: dict[str, str] = {
+    "rate_hz": "Hz", "latency_s": "s", "point_count": "points", "nan_share": "", "brightness": "/255",
+    "saturated_share": "", "sharpness": "", "skew_s": "s",
+}
+
+
+def parse_limits(doc: dict[str, Any], where: str = "sensor_health") -> dict[str, dict[str, Limit]]:
+    """``{sensor: {metric: Limit}}`` from a nested mapping shaped like :data:`DEFAULT_LIMITS`."""
+    out: dict[str, dict[str, Limit]] = {}
+    for sensor, metrics in doc.items():
+        if sensor not in DEFAULT_LIMITS:
+            raise ConfigError(f"unknown sensor; expected one of {sorted(DEFAULT_LIMITS)}", f"{where}.{sensor}")
+        if not isinstance(metrics, dict):
+            raise ConfigError("expected a mapping of metric -> bounds", f"{where}.{sensor}")
+        out[sensor] = {}
+        for metric, bounds in metrics.items():
+            if metric not in DEFAULT_LIMITS[sensor]:
+                raise ConfigError(f"unknown metric; expected one of {sorted(DEFAULT_LIMITS[sensor])}",
+                                  f"{where}.{sensor}.{metric}")
+            out[sensor][metric] = Limit.from_dict(bounds, f"{where}.{sensor}.{metric}")
+    return out
+
+
+# ---------------------------------------------------------------------- content metrics
+def cloud_metrics(points: np.ndarray) -> dict[str, float]:
+    """``point_count`` (all points) and ``nan_share`` (points with a non-finite x, y or z) of an (N, 3+) cloud."""
+    n = len(points)
+    if n == 0:
+        return {"point_count": 0.0, "nan_share": 0.0}
+    bad = ~np.isfinite(points[:, :3]).all(axis=1)
+    return {"point_count": float(n), "nan_share": float(bad.mean())}
+
+
+def _luma(image: np.ndarray) -> np.ndarray:
+    """Rec. 601 luma of an (H, W, 3) uint8 RGB image as float32 0..255."""
+    rgb = image.astype(np.float32)
+    return 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+
+
+def image_metrics(image: np.ndarray, stride: int = 2) -> dict[str, float]:
+    """Exposure and blur of an (H, W, 3) uint8 RGB image.
+
+    ``brightness``: mean luma (0..255); ``saturated_share``: share of pixels at <= 2 or >= 253 (clipped
+    black or white); ``sharpness``: variance of the 4-neighbour Laplacian of the luma, computed on every
+    ``stride``-th pixel (a blurred or defocused image has little high-frequency energy).
+    """
+    y = _luma(image[::stride, ::stride])
+    if y.size == 0:
+        return {"brightness": float("nan"), "saturated_share": float("nan"), "sharpness": float("nan")}
+    saturated = float(((y <= 2.0) | (y >= 253.0)).mean())
+    if min(y.shape) >= 3:
+        lap = (y[1:-1, :-2] + y[1:-1, 2:] + y[:-2, 1:-1] + y[2:, 1:-1]) - 4.0 * y[1:-1, 1:-1]
+        sharpness = float(lap.var())
+    else:
+        sharpness = float("nan")
+    return {"brightness": float(y.mean()), "saturated_share": saturated, "sharpness": sharpness}
+
+
+# ---------------------------------------------------------------------- streams
+class RateEstimator:
+    """Message rate over a sliding window of receive times (seconds, any monotonic clock)."""
+
+    def __init__(self, window_s: float = 2.0, max_samples: int = 1000) -> None:
+        self.window_s = window_s
+        self._times: deque[float] = deque(maxlen=max_samples)
+
+    def add(self, t: float) -> None:
+        """Record one arrival at time ``t``."""
+        self._times.append(t)
+
+    def rate(self, now: float) -> float:
+        """Arrivals per second within the window ending at ``now``; 0 with fewer than two in the window."""
+        while self._times and self._times[0] < now - self.window_s:
+            self._times.popleft()
+        if len(self._times) < 2:
+            return 0.0
+        span = max(self._times[-1] - self._times[0], 1e-9)
+        return (len(self._times) - 1) / span
+
+
+@dataclass
+class Check:
+    """The outcome of one metric check."""
+
+    sensor: str
+    metric: str
+    value: float
+    level: Level
+    message: str
+
+
+@dataclass
+class _Stream:
+    rate: RateEstimator
+    last_receive: float | None = None
+    last_stamp: float | None = None
+    latency: float = float("nan")
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class HealthMonitor:
+    """Tracks the LiDAR and camera streams and their skew; :meth:`checks` grades them against limits.
+
+    Times are seconds: ``receive`` on the monitor's clock, ``stamp`` the message header stamp on the
+    same time base (latency = receive - stamp).
+    """
+
+    SENSORS = ("lidar", "camera")
+
+    def __init__(self, limits: dict[str, dict[str, Limit]] | None = None, window_s: float = 2.0,
+                 stale_after_s: float = 1.0, skew_window: int = 20) -> None:
+        self.limits = limits if limits is not None else parse_limits(DEFAULT_LIMITS)
+        self.stale_after_s = stale_after_s
+        self._streams = {s: _Stream(RateEstimator(window_s)) for s in self.SENSORS}
+        self._camera_stamps: deque[float] = deque(maxlen=skew_window)
+        self._skew = float("nan")
+
+    def observe(self, sensor: str, receive: float, stamp: float, metrics: dict[str, float] | None = None) -> None:
+        """Record one message of ``sensor`` ("lidar" or "camera") with its content metrics."""
+        stream = self._streams[sensor]
+        stream.rate.add(receive)
+        stream.last_receive = receive
+        stream.last_stamp = stamp
+        stream.latency = receive - stamp
+        if metrics is not None:
+            stream.metrics = dict(metrics)
+        if sensor == "camera":
+            self._camera_stamps.append(stamp)
+        elif self._camera_stamps:
+            self._skew = min(abs(stamp - c) for c in self._camera_stamps)
+
+    def checks(self, now: float) -> list[Check]:
+        """Grade every tracked metric at time ``now``; a silent sensor yields one STALE check."""
+        out: list[Check] = []
+        for sensor in self.SENSORS:
+            stream = self._streams[sensor]
+            limits = self.limits.get(sensor, {})
+            if stream.last_receive is None or now - stream.last_receive > self.stale_after_s:
+                age = "never received" if stream.last_receive is None else \
+                    f"no message for {now - stream.last_receive:.2f} s"
+                out.append(Check(sensor, "rate_hz", stream.rate.rate(now), Level.STALE, age))
+                continue
+            values = {"rate_hz": stream.rate.rate(now), "latency_s": stream.latency, **stream.metrics}
+            for metric, limit in limits.items():
+                if metric in values:
+                    out.append(self._grade(sensor, metric, values[metric], limit))
+        skew_limit = self.limits.get("sync", {}).get("skew_s")
+        if skew_limit is not None and math.isfinite(self._skew):
+            out.append(self._grade("sync", "skew_s", self._skew, skew_limit))
+        return out
+
+    @staticmethod
+    def _grade(sensor: str, metric: str, value: float, limit: Limit) -> Check:
+        level = limit.level(value)
+        unit = UNITS.get(metric, "")
+        text = f"{metric} {value:.4g}{(' ' + unit) if unit else ''}"
+        if level != Level.OK:
+            text += f" ({limit.describe(value)})"
+        return Check(sensor, metric, value, level, text)
+
+
+def summarize(checks: list[Check], sensor: str) -> tuple[Level, str]:
+    """Worst level among ``sensor``'s checks and a message naming the checks at that level."""
+    mine = [c for c in checks if c.sensor == sensor]
+    if not mine:
+        return Level.OK, "no checks"
+    worst = max(c.level for c in mine)
+    if worst == Level.OK:
+        return worst, "ok"
+    return worst, "; ".join(c.message for c in mine if c.level == worst)

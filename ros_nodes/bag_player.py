@@ -1,0 +1,187 @@
+"""bag_player node: publish a rosbag2 (mcap / sqlite3, read with ``rosbags``) on its original topics.
+
+The serialized CDR bytes are published as they are (no deserialisation), with the original timing scaled
+by ``rate``; /tf_static is latched (transient local) and /clock follows the bag's time so nodes running
+with ``use_sim_time`` see the recording's clock. See ros_nodes/README.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rosgraph_msgs.msg import Clock
+
+from perception.errors import DataError, PerceptionError
+from ros_nodes.convert import ns_to_stamp
+from ros_nodes.params import declare
+from ros_nodes.paths import resolve
+from ros_nodes.qos import latched_qos, output_qos
+
+LATCHED_TOPICS = ("/tf_static",)
+
+
+def message_class(type_name: str) -> type:
+    """The rclpy message class of ``pkg/msg/Type``; DataError when its package is not installed."""
+    pkg, _, name = type_name.partition("/msg/")
+    try:
+        return getattr(importlib.import_module(f"{pkg}.msg"), name)
+    except (ImportError, AttributeError) as exc:
+        raise DataError(f"message type {type_name} is not installed", type_name) from exc
+
+
+class BagPlayerNode(Node):
+    """Replays a bag in real time (times ``rate``), optionally looping, on a worker thread."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("bag_player", **kwargs)
+        bag = declare(self, "bag", "data/default_drive", "rosbag2 folder (mcap or sqlite3) to play")
+        self.rate = declare(self, "rate", 1.0, "Playback speed factor", low=0.01, high=100.0)
+        self.loop = declare(self, "loop", False, "Start again at the end")
+        self.start_offset_s = declare(self, "start_offset_s", 0.0, "Skip this much of the bag (s)", low=0.0, high=1e6)
+        self.publish_clock = declare(self, "publish_clock", True, "Publish /clock with the bag's time")
+        self.clock_hz = declare(self, "clock_hz", 50.0, "/clock rate between messages", low=1.0, high=1000.0)
+        self.wait_topic = declare(self, "wait_for_topic", "", "Before playing, wait for subscribers on this topic")
+        self.wait_count = declare(self, "wait_for_subscribers", 1, "How many subscribers to wait for", low=0, high=100)
+        self.wait_timeout_s = declare(self, "wait_timeout_s", 60.0, "Give up waiting after this long (s)",
+                                      low=0.0, high=3600.0)
+        self.path = resolve(bag)
+        self.reader = self._open(self.path)
+        self.connections = []
+        self.publishers_by_topic = {}
+        for conn in self.reader.connections:
+            if conn.topic in self.publishers_by_topic:
+                self.connections.append(conn)
+                continue
+            try:
+                cls = message_class(conn.msgtype)
+            except DataError as exc:
+                self.get_logger().warning(f"skipping {conn.topic}: {exc}")
+                continue
+            qos = latched_qos(depth=1) if conn.topic in LATCHED_TOPICS else output_qos(depth=10)
+            self.publishers_by_topic[conn.topic] = self.create_publisher(cls, conn.topic, qos)
+            self.connections.append(conn)
+        self.clock_pub = self.create_publisher(Clock, "/clock", output_qos(depth=10)) if self.publish_clock else None
+        self.published = 0
+        self.loops = 0
+        self._stop = threading.Event()
+        self.done = threading.Event()
+        self._thread = threading.Thread(target=self._play, name="bag_player", daemon=True)
+        self._thread.start()
+
+    def _open(self, path: Path):
+        from rosbags.rosbag2 import Reader
+
+        if not path.exists():
+            raise DataError("bag not found (make one with `perception demo` or `perception sim --format bag`)",
+                            str(path))
+        try:
+            reader = Reader(path)
+            reader.open()
+        except Exception as exc:  # rosbags raises its own family; name the bag
+            raise DataError(f"cannot open bag: {exc}", str(path)) from exc
+        self.get_logger().info(f"playing {path}: {reader.message_count} messages, "
+                               f"{reader.duration * 1e-9:.1f} s, topics {sorted(c.topic for c in reader.connections)}")
+        return reader
+
+    def stop(self) -> None:
+        """Stop the playback thread and close the bag."""
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+        self.reader.close()
+
+    # ------------------------------------------------------------------ playback (worker thread)
+    def _wait_for_subscribers(self) -> None:
+        if not self.wait_topic or self.wait_count <= 0:
+            return
+        deadline = time.monotonic() + self.wait_timeout_s
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            if self.count_subscribers(self.wait_topic) >= self.wait_count:
+                self.get_logger().info(f"{self.wait_count} subscriber(s) on {self.wait_topic}: starting")
+                return
+            time.sleep(0.05)
+        if not self._stop.is_set():
+            self.get_logger().warning(f"timed out waiting for {self.wait_count} subscriber(s) on {self.wait_topic}")
+
+    def _publish_clock(self, bag_ns: int) -> None:
+        if self.clock_pub is not None:
+            self.clock_pub.publish(Clock(clock=ns_to_stamp(bag_ns)))
+
+    def _sleep_until(self, wall_due: float, bag_at: Callable[[float], int]) -> bool:
+        """Sleep until ``wall_due`` (monotonic), ticking /clock; False when stopped."""
+        tick = 1.0 / self.clock_hz
+        while True:
+            now = time.monotonic()
+            if self._stop.is_set():
+                return False
+            if now >= wall_due:
+                return True
+            time.sleep(min(tick, wall_due - now))
+            self._publish_clock(bag_at(time.monotonic()))
+
+    def _play(self) -> None:
+        try:
+            # Latched topics once, before anything else (static transforms are written once, at the start).
+            for conn, _, raw in self.reader.messages(connections=[c for c in self.connections
+                                                                  if c.topic in LATCHED_TOPICS]):
+                self.publishers_by_topic[conn.topic].publish(bytes(raw))
+            self._wait_for_subscribers()
+            while not self._stop.is_set():
+                self._play_once()
+                self.loops += 1
+                if not self.loop:
+                    break
+            self.get_logger().info(f"finished: {self.published} messages published, {self.loops} pass(es)")
+        except Exception as exc:  # keep the node (and its logs) alive; report the failure
+            self.get_logger().error(f"playback failed: {exc}")
+        finally:
+            self.done.set()
+
+    def _play_once(self) -> None:
+        start_ns = self.reader.start_time + int(self.start_offset_s * 1e9)
+        conns = [c for c in self.connections if c.topic not in LATCHED_TOPICS]
+        wall0 = None
+        for conn, bag_ns, raw in self.reader.messages(connections=conns, start=start_ns):
+            if wall0 is None:
+                wall0 = time.monotonic()
+
+            def bag_at(wall: float, _w0: float = wall0) -> int:
+                return start_ns + int((wall - _w0) * self.rate * 1e9)
+
+            if not self._sleep_until(wall0 + (bag_ns - start_ns) * 1e-9 / self.rate, bag_at):
+                return
+            self._publish_clock(bag_ns)
+            self.publishers_by_topic[conn.topic].publish(bytes(raw))
+            self.published += 1
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run the player until the bag ends (unless looping) or SIGINT/SIGTERM."""
+    rclpy.init(args=args)
+    try:
+        node = BagPlayerNode()
+    except PerceptionError as exc:
+        print(f"bag_player: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    try:
+        # Keep serving (latched /tf_static, parameters) after the end, like a driver; SIGINT ends it.
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.stop()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

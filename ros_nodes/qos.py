@@ -1,0 +1,28 @@
+"""QoS profiles shared by the nodes (one place, so publishers and subscribers always match)."""
+
+from __future__ import annotations
+
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+
+def sensor_qos(depth: int = 2) -> QoSProfile:
+    """Sensor inputs: best effort (matches both reliable and best-effort publishers), keep the newest few."""
+    return QoSProfile(depth=depth, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+def output_qos(depth: int = 10) -> QoSProfile:
+    """Node outputs (detections, markers, images, features): reliable, volatile."""
+    return QoSProfile(depth=depth, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+def latched_qos(depth: int = 1) -> QoSProfile:
+    """Latched topics such as /tf_static: reliable + transient local, so late joiners get the last message."""
+    return QoSProfile(depth=depth, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def diagnostics_qos() -> QoSProfile:
+    """/diagnostics, as diagnostic_updater publishes it."""
+    return output_qos(depth=10)

@@ -1,0 +1,137 @@
+"""sensor_health node: LiDAR / camera rate, latency, content and skew checks -> /diagnostics.
+
+The metrics and thresholds live in :mod:`perception.trust.health`; this node converts messages,
+feeds the monitor and publishes what it grades. See ros_nodes/README.md.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from sensor_msgs.msg import Image, PointCloud2
+from std_msgs.msg import ColorRGBA, Header
+from visualization_msgs.msg import Marker, MarkerArray
+
+from perception.errors import PerceptionError
+from perception.trust.health import (
+    DEFAULT_LIMITS,
+    UNITS,
+    HealthMonitor,
+    Level,
+    cloud_metrics,
+    image_metrics,
+    parse_limits,
+    summarize,
+)
+from ros_nodes.convert import image_to_array, pointcloud_to_points, stamp_to_ns
+from ros_nodes.diagnostics import DiagnosticsPublisher, make_status
+from ros_nodes.params import declare
+from ros_nodes.qos import output_qos, sensor_qos
+
+_LEVEL_COLORS = {Level.OK: (0.2, 0.9, 0.2), Level.WARN: (1.0, 0.8, 0.1), Level.ERROR: (1.0, 0.2, 0.2),
+                 Level.STALE: (0.6, 0.6, 0.6)}
+
+
+class SensorHealthNode(Node):
+    """Watches the sensor topics and publishes their health on /diagnostics (and as an RViz text marker)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("sensor_health", **kwargs)
+        self.window_s = declare(self, "window_s", 2.0, "Sliding window for the rate estimate (s)", low=0.1, high=60.0)
+        stale = declare(self, "stale_after_s", 1.0, "A sensor silent this long is STALE (s)", low=0.05, high=60.0)
+        period = declare(self, "publish_period_s", 1.0, "Period of /diagnostics reports (s)", low=0.05, high=60.0)
+        self.image_stride = declare(self, "image_stride", 2, "Pixel stride of the exposure/blur metrics", low=1,
+                                    high=16)
+        limits = {sensor: {metric: {bound: declare(self, f"{sensor}.{metric}.{bound}", float(value),
+                                                   f"{bound.replace('_', ' ')} threshold of {sensor} {metric} "
+                                                   f"({UNITS.get(metric) or 'ratio'})")
+                                    for bound, value in bounds.items()}
+                           for metric, bounds in metrics.items()}
+                  for sensor, metrics in DEFAULT_LIMITS.items()}
+        self.monitor = HealthMonitor(parse_limits(limits, f"{self.get_name()} parameters"), window_s=self.window_s,
+                                     stale_after_s=stale)
+        self.diag = DiagnosticsPublisher(self, hardware_id="sensors")
+        self.marker_pub = self.create_publisher(MarkerArray, "~/output/markers", output_qos(depth=2))
+        self.create_subscription(PointCloud2, "~/input/pointcloud", self.on_cloud, sensor_qos())
+        self.create_subscription(Image, "~/input/image", self.on_image, sensor_qos())
+        self.create_timer(period, self.publish_health)
+        self.cloud_topic = self.resolve_topic_name("~/input/pointcloud")
+        self.image_topic = self.resolve_topic_name("~/input/image")
+        self.get_logger().info(f"watching {self.cloud_topic} and {self.image_topic}")
+
+    def _now_s(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def on_cloud(self, msg: PointCloud2) -> None:
+        """Convert, measure, record; a malformed cloud is reported and skipped."""
+        try:
+            points = pointcloud_to_points(msg, self.cloud_topic)
+        except PerceptionError as exc:
+            self.diag.report_bad_input(exc, self.cloud_topic)
+            return
+        self.monitor.observe("lidar", self._now_s(), stamp_to_ns(msg.header.stamp) * 1e-9, cloud_metrics(points))
+
+    def on_image(self, msg: Image) -> None:
+        """Convert, measure exposure and blur, record; a malformed image is reported and skipped."""
+        try:
+            image = image_to_array(msg, self.image_topic)
+        except PerceptionError as exc:
+            self.diag.report_bad_input(exc, self.image_topic)
+            return
+        self.monitor.observe("camera", self._now_s(), stamp_to_ns(msg.header.stamp) * 1e-9,
+                             image_metrics(image, self.image_stride))
+
+    def publish_health(self) -> None:
+        """Grade every sensor and publish one status per sensor (plus the text marker for RViz)."""
+        checks = self.monitor.checks(self._now_s())
+        statuses, lines = [], []
+        for sensor in ("lidar", "camera", "sync"):
+            level, message = summarize(checks, sensor)
+            values = {c.metric: c.value for c in checks if c.sensor == sensor}
+            statuses.append(make_status(f"{self.get_name()}: {sensor}", int(level), message, sensor, values))
+            lines.append((level, f"{sensor}: {level.name} {message if level != Level.OK else ''}".rstrip()))
+        bad = sum(self.diag.bad_messages.values())
+        statuses.append(make_status(f"{self.get_name()}: input", 2 if bad else 0,
+                                    f"{bad} malformed message(s); last: {self.diag.last_error}" if bad else "ok",
+                                    "sensors", {"malformed_messages": bad}))
+        self.diag.publish(statuses)
+        self.marker_pub.publish(self._text_markers(lines))
+
+    def _text_markers(self, lines: list[tuple[Level, str]]) -> MarkerArray:
+        header = Header(stamp=self.get_clock().now().to_msg(), frame_id="base_link")
+        out = MarkerArray()
+        for i, (level, text) in enumerate(lines):
+            m = Marker(header=header, ns="sensor_health", id=i, type=Marker.TEXT_VIEW_FACING, action=Marker.ADD,
+                       text=text, color=ColorRGBA(r=_LEVEL_COLORS[level][0], g=_LEVEL_COLORS[level][1],
+                                                  b=_LEVEL_COLORS[level][2], a=1.0))
+            m.pose.position.z = 4.0 - 0.7 * i
+            m.pose.orientation.w = 1.0
+            m.scale.z = 0.5
+            out.markers.append(m)
+        return out
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run the node until SIGINT/SIGTERM."""
+    rclpy.init(args=args)
+    try:
+        node = SensorHealthNode()
+    except PerceptionError as exc:
+        print(f"sensor_health: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
