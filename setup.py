@@ -39,6 +39,9 @@ setup(
     entry_points={
         "console_scripts": [
             "perception = perception.cli:main",
+            "fusion_detector = ros_nodes.fusion_detector:main",
+            "sensor_health = ros_nodes.sensor_health:main",
+            "bag_player = ros_nodes.bag_player:main",
         ],
     },
 )

@@ -13,11 +13,13 @@ import logging
 import sys
 
 from perception import __version__
-from perception.commands import demo, info, sim
+from perception.commands import demo, info, launch, replay, sim
+from perception.commands import eval as eval_cmd
+from perception.commands import train as train_cmd
 from perception.errors import PerceptionError
 
 #: Subcommand modules, in the order ``perception --help`` lists them.
-COMMANDS = [sim, info, demo]
+COMMANDS = [sim, info, demo, train_cmd, eval_cmd, launch, replay]
 
 log = logging.getLogger("perception")
 

@@ -133,6 +133,7 @@ class Detection:
     modality_share: dict[str, float] = field(default_factory=dict)  # {"lidar": a, "camera": 1 - a}
     attention: dict[str, np.ndarray] = field(default_factory=dict)  # "bev": (L, H, cells), "image": (L, H, pixels)
     feature: np.ndarray | None = None  # query embedding, for OOD scoring
+    logits: np.ndarray | None = None  # raw class logits (C,), for energy-based OOD scoring
     ood_score: float | None = None
 
     @property

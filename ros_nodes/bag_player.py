@@ -52,11 +52,15 @@ class BagPlayerNode(Node):
         self.wait_count = declare(self, "wait_for_subscribers", 1, "How many subscribers to wait for", low=0, high=100)
         self.wait_timeout_s = declare(self, "wait_timeout_s", 60.0, "Give up waiting after this long (s)",
                                       low=0.0, high=3600.0)
+        skip = declare(self, "skip_topics", "", "Comma-separated topics not to play (e.g. to drop the camera)")
+        self.skip = {t.strip() for t in skip.split(",") if t.strip()}
         self.path = resolve(bag)
         self.reader = self._open(self.path)
         self.connections = []
         self.publishers_by_topic = {}
         for conn in self.reader.connections:
+            if conn.topic in self.skip:
+                continue
             if conn.topic in self.publishers_by_topic:
                 self.connections.append(conn)
                 continue

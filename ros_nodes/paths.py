@@ -37,6 +37,10 @@ def resolve(path: str | os.PathLike[str]) -> Path:
     return share_dir() / p
 
 
+#: The environment variables :func:`dds_env` sets.
+DDS_KEYS = ("ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE")
+
+
 def dds_env(env: dict[str, str] | None = None) -> dict[str, str]:
     """``env`` (default: os.environ) plus the settings that keep DDS on this machine."""
     out = dict(os.environ if env is None else env)

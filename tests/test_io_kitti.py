@@ -225,3 +225,24 @@ def test_failed_write_leaves_no_output(sim_rig, tmp_path):
         w.write(_hand_frames(sim_rig, 1)[0])
         raise RuntimeError("simulator crashed")
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_real_kitti_survives_writer_round_trip(kitti_root, tmp_path):
+    src = list(KittiDataset(kitti_root))
+    out = tmp_path / "copy"
+    with KittiWriter(out) as w:
+        for f in src:
+            w.write(f)
+    ds = KittiDataset(out)
+    assert ds.rig is None  # per-frame calibrations differ: no shared rig.yaml
+    for a, b in zip(ds, src):
+        np.testing.assert_array_equal(a.points, b.points)
+        np.testing.assert_array_equal(a.image, b.image)
+        np.testing.assert_allclose(a.rig.lidar_to_camera, b.rig.lidar_to_camera, atol=1e-9)
+        np.testing.assert_allclose(a.rig.K, b.rig.K)
+        np.testing.assert_allclose(a.meta["dontcare"], b.meta["dontcare"])
+        for x, y in zip(a.boxes, b.boxes, strict=True):
+            assert x.label == y.label and x.num_points == y.num_points
+            np.testing.assert_allclose(x.as_array()[:6], y.as_array()[:6], atol=1e-4)
+            assert abs(wrap_angle(x.yaw - y.yaw)) < 1e-4
+            np.testing.assert_allclose(x.bbox2d, y.bbox2d)

@@ -84,6 +84,7 @@ def decode(raw: dict[str, np.ndarray], cfg: ModelConfig, calibration: Calibratio
             modality_share={"lidar": 1.0 - share_cam, "camera": share_cam},
             attention=attention,
             feature=raw["query_features"][b, q].astype(np.float32),
+            logits=logits[q].astype(np.float32),
         ))
     return dets
 

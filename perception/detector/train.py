@@ -139,12 +139,12 @@ def train(cfg: DetectorConfig, out_dir: Path, rig: Rig | None = None) -> tuple[F
             opt.step()
             sched.step()
             step += 1
-            last_loss = float(losses["total"])
+            last_loss = float(losses["total"].detach())
             smooth = last_loss if smooth is None else 0.98 * smooth + 0.02 * last_loss
             elapsed = time.monotonic() - t0
             bar.update(1)
-            bar.set_postfix(loss=f"{smooth:.3f}", hm=f"{float(losses['heatmap']):.2f}",
-                            reg=f"{float(losses['reg1']):.2f}", min=f"{elapsed / 60:.1f}")
+            bar.set_postfix(loss=f"{smooth:.3f}", hm=f"{float(losses['heatmap'].detach()):.2f}",
+                            reg=f"{float(losses['reg1'].detach()):.2f}", min=f"{elapsed / 60:.1f}")
             if step % t.checkpoint_every_steps == 0:
                 save()
             if elapsed > limit:

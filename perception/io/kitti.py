@@ -13,6 +13,7 @@ frames have no image, ``camera_missing.txt`` listing their ids (the only case a 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -218,7 +219,7 @@ class KittiDataset:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Frame]:
         for i in range(len(self)):
             yield self[i]
 

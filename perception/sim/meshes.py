@@ -8,7 +8,7 @@ material id, a camera albedo and a LiDAR reflectance, so one actor can mix paint
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import open3d as o3d
@@ -57,19 +57,19 @@ class ActorMesh:
 
 
 # ---------------------------------------------------------------------- unit primitives (Open3D, cached)
-@lru_cache(maxsize=None)
+@cache
 def _unit_box() -> tuple[np.ndarray, np.ndarray]:
     m = o3d.geometry.TriangleMesh.create_box(1.0, 1.0, 1.0)
     return np.asarray(m.vertices) - 0.5, np.asarray(m.triangles, dtype=np.int32)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _unit_cylinder(resolution: int) -> tuple[np.ndarray, np.ndarray]:
     m = o3d.geometry.TriangleMesh.create_cylinder(radius=1.0, height=1.0, resolution=resolution, split=1)
     return np.asarray(m.vertices), np.asarray(m.triangles, dtype=np.int32)  # along z, centred
 
 
-@lru_cache(maxsize=None)
+@cache
 def _unit_sphere(resolution: int) -> tuple[np.ndarray, np.ndarray]:
     m = o3d.geometry.TriangleMesh.create_sphere(radius=1.0, resolution=resolution)
     return np.asarray(m.vertices), np.asarray(m.triangles, dtype=np.int32)

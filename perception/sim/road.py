@@ -119,8 +119,12 @@ class Road:
             side = self.side(sg)
             e = side.edge(self.lane_width)
             sw = e + side.sidewalk
-            pts = [(0.0, 0.0, -1), (e, 0.0, 0), (e, CURB_HEIGHT, 1), (sw, CURB_HEIGHT, 2),
-                   (sw + 0.01, CURB_HEIGHT - 0.02, 2), (far, CURB_HEIGHT + 0.3, 3)]
+            pts = [(0.0, 0.0, -1), (e / 2, 0.0, 0), (e, 0.0, 0), (e, CURB_HEIGHT, 1), (sw, CURB_HEIGHT, 2),
+                   (sw + 0.01, CURB_HEIGHT - 0.02, 2)]
+            # terrain in short strips: long thin triangles make ray casting slow
+            for dd in (2.0, 5.0, 9.0, 14.0, 20.0, 28.0, 38.0, 50.0, 65.0, far):
+                if sw + dd <= far:
+                    pts.append((sw + dd, CURB_HEIGHT - 0.02 + 0.3 * dd / far, 3))
             pts = [(sg * d, z, m) for d, z, m in pts]
             profile += pts[::-1] if sg < 0 else pts[1:]
         # Strip materials by id: 0 asphalt, 1 curb, 2 sidewalk, 3 terrain

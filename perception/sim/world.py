@@ -7,9 +7,8 @@ their line that moving objects would sweep during the drive.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import logging
+from dataclasses import dataclass, field
 
 import numpy as np
 

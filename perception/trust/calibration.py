@@ -71,7 +71,7 @@ def fit_temperature(logits: np.ndarray, correct: np.ndarray) -> tuple[float, flo
         z = logits / math.exp(log_t) + b
         return float(np.mean(np.logaddexp(0.0, z) - y * z))
 
-    res = minimize(nll, np.zeros(2), method="Nelder-Mead", options={"xatol": 1e-4, "fatol": 1e-7, "maxiter": 2000})
+    res = minimize(nll, np.zeros(2), method="L-BFGS-B", bounds=[(-3.0, 3.0), (-10.0, 10.0)])
     return float(math.exp(res.x[0])), float(res.x[1])
 
 

@@ -171,7 +171,9 @@ class RateEstimator:
         self._times: deque[float] = deque(maxlen=max_samples)
 
     def add(self, t: float) -> None:
-        """Record one arrival at time ``t``."""
+        """Record one arrival at time ``t`` (a clock that jumped back restarts the window)."""
+        if self._times and t < self._times[-1]:
+            self._times.clear()
         self._times.append(t)
 
     def rate(self, now: float) -> float:
@@ -218,8 +220,7 @@ class HealthMonitor:
         self.limits = limits if limits is not None else parse_limits(DEFAULT_LIMITS)
         self.stale_after_s = stale_after_s
         self._streams = {s: _Stream(RateEstimator(window_s)) for s in self.SENSORS}
-        self._camera_stamps: deque[float] = deque(maxlen=skew_window)
-        self._skew = float("nan")
+        self._stamps = {s: deque(maxlen=skew_window) for s in self.SENSORS}
 
     def observe(self, sensor: str, receive: float, stamp: float, metrics: dict[str, float] | None = None) -> None:
         """Record one message of ``sensor`` ("lidar" or "camera") with its content metrics."""
@@ -230,10 +231,11 @@ class HealthMonitor:
         stream.latency = receive - stamp
         if metrics is not None:
             stream.metrics = dict(metrics)
-        if sensor == "camera":
-            self._camera_stamps.append(stamp)
-        elif self._camera_stamps:
-            self._skew = min(abs(stamp - c) for c in self._camera_stamps)
+        stamps = self._stamps[sensor]
+        if stamps and stamp < stamps[-1]:
+            for d in self._stamps.values():  # time jumped back (a looping bag): forget the old pairs
+                d.clear()
+        stamps.append(stamp)
 
     def checks(self, now: float) -> list[Check]:
         """Grade every tracked metric at time ``now``; a silent sensor yields one STALE check."""
@@ -250,10 +252,24 @@ class HealthMonitor:
             for metric, limit in limits.items():
                 if metric in values:
                     out.append(self._grade(sensor, metric, values[metric], limit))
+        skew = self.skew()
         skew_limit = self.limits.get("sync", {}).get("skew_s")
-        if skew_limit is not None and math.isfinite(self._skew):
-            out.append(self._grade("sync", "skew_s", self._skew, skew_limit))
+        if skew_limit is not None and math.isfinite(skew):
+            out.append(self._grade("sync", "skew_s", skew, skew_limit))
         return out
+
+    def skew(self) -> float:
+        """Median over recent LiDAR stamps of the gap to the nearest camera stamp (s); NaN when unknown.
+
+        Only LiDAR stamps no newer than the newest camera stamp count: their partner had its chance to arrive.
+        """
+        cams = np.asarray(self._stamps["camera"], dtype=np.float64)
+        if cams.size == 0:
+            return float("nan")
+        lidar = np.asarray([t for t in self._stamps["lidar"] if t <= cams.max()], dtype=np.float64)
+        if lidar.size == 0:
+            return float("nan")
+        return float(np.median(np.abs(lidar[:, None] - cams[None, :]).min(axis=1)))
 
     @staticmethod
     def _grade(sensor: str, metric: str, value: float, limit: Limit) -> Check:

@@ -1,0 +1,63 @@
+"""``perception eval``: KITTI AP, calibration and latency of a detector on sim, KITTI or a bag."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from perception.detector.api import FusionDetector
+from perception.detector.checkpoint import CONFIG_FILE
+from perception.detector.config import DetectorConfig
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``perception eval``."""
+    p = subparsers.add_parser("eval", help="evaluate a detector (AP, calibration, latency)",
+                              description="KITTI-style AP|R40 (3D and BEV; Car@0.7, Pedestrian@0.5, Cyclist@0.5, "
+                                          "moderate where labels allow), detection ECE before/after calibration, "
+                                          "1σ/2σ coverage, per-stage latency, and LiDAR-only AP.")
+    p.add_argument("--model", default="models/fusion_default", help="model directory")
+    p.add_argument("--data", default="sim:test", help="sim:test | sim:val | KITTI folder | rosbag2 folder")
+    p.add_argument("--backend", default="torch", help="engine backend (torch, onnxruntime, ...)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate at most N frames")
+    p.add_argument("--json", type=Path, default=None, help="write the metrics as JSON here")
+    p.add_argument("--report", type=Path, default=None, help="write PNGs and index.html into this folder")
+    p.add_argument("--no-lidar-only", action="store_true", help="skip the camera-removed run")
+    p.set_defaults(func=run)
+    return p
+
+
+def format_metrics(m: dict) -> str:
+    """Human-readable summary."""
+    lines = [f"{m['model']} on {m['data']}: {m['frames']} frames (difficulty {m['difficulty']})"]
+    for key in ("ap3d", "apbev", "ap3d_lidar_only"):
+        if key in m:
+            cells = (f"{c} {'n/a' if v is None else f'{v:.2f}'}" for c, v in m[key].items())
+            lines.append(f"  {key:16s} " + "  ".join(cells))
+    for key in ("dece_before", "dece_after", "coverage_1sigma", "coverage_2sigma", "lidar_only_car_retention"):
+        if key in m:
+            lines.append(f"  {key:16s} {m[key]}")
+    lat = m.get("latency_ms", {})
+    lines.append("  latency ms (p50/p99): " + ", ".join(
+        f"{k} {v['p50']}/{v['p99']}" for k, v in lat.items() if isinstance(v, dict) and "p50" in v))
+    if "torch_stages" in lat:
+        lines.append("  torch stages ms: " + ", ".join(f"{k} {v}" for k, v in lat["torch_stages"].items()))
+    if "report" in m:
+        lines.append(f"  report: {m['report']}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate and print (and optionally write) the metrics."""
+    from perception.eval.evaluate import evaluate
+
+    detector = FusionDetector.load(args.model, backend=args.backend)
+    cfg = DetectorConfig.from_yaml(Path(args.model) / CONFIG_FILE)
+    metrics = evaluate(detector, args.data, cfg, limit=args.limit, lidar_only=not args.no_lidar_only,
+                       report_dir=args.report)
+    print(format_metrics(metrics))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(metrics, indent=2) + "\n")
+    return 0

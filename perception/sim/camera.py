@@ -1,0 +1,229 @@
+"""Pinhole camera by ray casting: per-material albedo and procedural textures, Lambert shading with sun
+shadows, sky gradient, weather, night, sensor noise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from perception.rig import Rig
+from perception.sim import materials as mat
+from perception.sim.raycast import FrameScene, Hits
+from perception.sim.texture import texture_noise
+from perception.sim.weather import WeatherModel
+from perception.sim.world import World
+
+SKY_HORIZON = np.array([0.78, 0.84, 0.92], np.float32)
+SKY_ZENITH = np.array([0.30, 0.45, 0.80], np.float32)
+NIGHT_SKY = np.array([0.004, 0.005, 0.010], np.float32)
+_NOISE_SLACK = 65536
+
+
+@dataclass
+class CameraImage:
+    """A rendered image plus the per-pixel geometry used for labels."""
+
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    geom: np.ndarray  # (H, W) int32: -1 sky, 0 static world, 1 + i actor i
+    depth: np.ndarray  # (H, W) float32 ray length (inf for sky)
+
+
+class CameraModel:
+    """Pixel rays of a rig's camera, computed once per drive."""
+
+    def __init__(self, rig: Rig) -> None:
+        self.height, self.width = rig.height, rig.width
+        self.dirs = rig.camera_rays().reshape(-1, 3).astype(np.float32)  # LiDAR frame
+        self.origin = rig.camera_to_lidar[:3, 3].copy()
+        self.forward = rig.camera_to_lidar[:3, 2].copy()  # optical axis in the LiDAR frame
+        #: Gaussian noise shared by the frames of a drive (each frame reads it at a random offset).
+        self.noise_bank = np.random.default_rng(7).standard_normal(self.height * self.width * 3 + _NOISE_SLACK,
+                                                                   dtype=np.float32)
+
+
+def _sky(dirs: np.ndarray, sun: np.ndarray, tint: np.ndarray) -> np.ndarray:
+    el = np.clip(dirs[:, 2] * 3.0, 0.0, 1.0)[:, None]
+    sky = SKY_HORIZON + (SKY_ZENITH - SKY_HORIZON) * el.astype(np.float32)
+    glow = np.clip(dirs @ sun, 0.0, 1.0) ** 32
+    return (sky + 1.5 * glow[:, None].astype(np.float32)) * tint.astype(np.float32)
+
+
+def _textured_albedo(world: World, fs: FrameScene, tri: np.ndarray, p: np.ndarray, normal: np.ndarray) -> np.ndarray:
+    albedo = fs.attrs.albedo[tri].copy()
+    kind = mat.MATERIAL_KIND[fs.attrs.material[tri]]
+    x, y, z = p[:, 0], p[:, 1], p[:, 2]
+    road = kind == mat.KIND_ROAD
+    if road.any():
+        s, d = world.road.to_road(x[road], y[road])
+        fine = texture_noise(x[road], y[road], 0.06)
+        coarse = texture_noise(x[road] + 1000, y[road], 1.5)
+        shade = (0.8 + 0.35 * fine) * (0.85 + 0.3 * coarse)
+        col = albedo[road] * shade[:, None]
+        col[world.road.paint_mask(s, d)] = (0.62, 0.62, 0.6)
+        albedo[road] = col
+    for k, cell, amp in ((mat.KIND_SIDEWALK, 0.3, 0.3), (mat.KIND_TERRAIN, 0.12, 0.9), (mat.KIND_WALL, 0.5, 0.15)):
+        sel = kind == k
+        if sel.any():
+            u = x[sel] + y[sel] * (1.0 if k != mat.KIND_WALL else 0.0)
+            v = z[sel] if k == mat.KIND_WALL else y[sel] - x[sel]
+            albedo[sel] *= (1 - amp / 2 + amp * texture_noise(u, v, cell))[:, None]
+    fol = kind == mat.KIND_FOLIAGE
+    if fol.any():
+        albedo[fol] *= (0.45 + 1.1 * texture_noise(x[fol] + y[fol], z[fol], 0.12))[:, None]
+    return albedo
+
+
+def cast_image(fs: FrameScene, origin: np.ndarray, dirs: np.ndarray, h: int, w: int) -> Hits:
+    """Primary hits of every pixel, casting only where needed.
+
+    Every second row and column is cast; a pixel whose four enclosing samples hit the same triangle lies
+    on that triangle's plane and is intersected analytically, one whose samples all miss is sky, and all
+    others are cast. Features thinner than two pixels between samples on one triangle can be missed.
+    """
+    rs = np.unique(np.r_[np.arange(0, h, 2), h - 1])
+    cs = np.unique(np.r_[np.arange(0, w, 2), w - 1])
+    coarse = (rs[:, None] * w + cs[None, :]).ravel()
+    hc = fs.cast(origin, dirs[coarse])
+    n = h * w
+    t = np.full(n, np.inf, np.float32)
+    geom = np.full(n, -1, np.int32)
+    tri = np.full(n, -1, np.int64)
+    normal = np.zeros((n, 3), np.float32)
+    t[coarse], geom[coarse], tri[coarse], normal[coarse] = hc.t, hc.geom, hc.tri, hc.normal
+    known = np.zeros(n, dtype=bool)
+    known[coarse] = True
+    # enclosing samples of every pixel
+    ri0 = np.minimum(np.searchsorted(rs, np.arange(h), side="right") - 1, len(rs) - 1)
+    ci0 = np.minimum(np.searchsorted(cs, np.arange(w), side="right") - 1, len(cs) - 1)
+    ri1, ci1 = np.minimum(ri0 + 1, len(rs) - 1), np.minimum(ci0 + 1, len(cs) - 1)
+    tc = hc.tri.reshape(len(rs), len(cs))
+    c00 = tc[ri0[:, None], ci0[None, :]]
+    same = (c00 == tc[ri0[:, None], ci1[None, :]]) & (c00 == tc[ri1[:, None], ci0[None, :]])
+    same &= c00 == tc[ri1[:, None], ci1[None, :]]
+    same, c00 = same.ravel(), c00.ravel()
+    sky = same & (c00 < 0) & ~known
+    plane = np.flatnonzero(same & (c00 >= 0) & ~known)
+    src = (ri0[:, None] * len(cs) + ci0[None, :]).ravel()[plane]  # index of the corner sample in the coarse cast
+    n_src = hc.normal[src]
+    p_src = origin + dirs[coarse[src]] * hc.t[src][:, None]
+    denom = np.einsum("ij,ij->i", n_src, dirs[plane])
+    ok = denom < -1e-4
+    t_plane = np.einsum("ij,ij->i", n_src, p_src - origin) / np.where(ok, denom, -1.0)
+    ok &= t_plane > 0
+    plane, src, t_plane = plane[ok], src[ok], t_plane[ok]
+    t[plane], geom[plane], tri[plane], normal[plane] = t_plane, hc.geom[src], hc.tri[src], hc.normal[src]
+    known[plane] = True
+    known[sky] = True
+    rest = np.flatnonzero(~known)
+    hr = fs.cast(origin, dirs[rest])
+    t[rest], geom[rest], tri[rest], normal[rest] = hr.t, hr.geom, hr.tri, hr.normal
+    return Hits(t=t, geom=geom, tri=tri, normal=normal)
+
+
+def render_camera(world: World, fs: FrameScene, cam: CameraModel, world_from_lidar: np.ndarray,
+                  rng: np.random.Generator, weather: WeatherModel, night: bool = False, noise_std: float = 2.0,
+                  shadows: bool = True) -> CameraImage:
+    """Render the camera image of one frame."""
+    rot, trans = world_from_lidar[:3, :3], world_from_lidar[:3, 3]
+    dirs = cam.dirs @ rot.T.astype(np.float32)
+    origin = (rot @ cam.origin + trans).astype(np.float32)
+    h, w = cam.height, cam.width
+    hits = cast_image(fs, origin, dirs, h, w)
+    n = h * w
+    idx = np.flatnonzero(hits.hit)
+    tri = hits.tri[idx]
+    t = hits.t[idx]
+    d_hit = dirs[idx]
+    p = origin + d_hit * t[:, None]
+    normal = hits.normal[idx]
+    albedo = _textured_albedo(world, fs, tri, p, normal)
+    kind = mat.MATERIAL_KIND[fs.attrs.material[tri]]
+    if weather.snow_cover > 0:
+        up = np.clip((normal[:, 2] - 0.6) / 0.4, 0, 1) * np.float32(weather.snow_cover)
+        albedo = albedo * (1 - up[:, None]) + 0.85 * up[:, None]
+    sun = world.sun.astype(np.float32)
+    rgb = np.empty((n, 3), np.float32)
+    if night:
+        light = 0.012 * (0.6 + 0.4 * normal[:, 2])
+        cone = np.clip((d_hit @ (rot @ cam.forward).astype(np.float32) - 0.9) / 0.1, 0, 1)
+        head = 3.0 * cone * np.abs(np.einsum("ij,ij->i", normal, d_hit)) / np.maximum(t, 2.0) ** 2
+        col = albedo * (light + head)[:, None]
+        lamp = kind == mat.KIND_RETRO
+        col[lamp] += 2.0 * fs.attrs.albedo[tri[lamp]]
+        rgb[:] = NIGHT_SKY
+    else:
+        ndl = np.clip(normal @ sun, 0.0, None)
+        lit = ndl > 0
+        if shadows and weather.sun_scale > 0.2:
+            lit = _sun_visibility(fs, p, normal, ndl, idx, w, n, sun)
+        ambient = np.float32(0.32 * (1.0 + 0.6 * (1 - weather.sun_scale))) * (0.65 + 0.35 * normal[:, 2])
+        direct = np.float32(1.25 * weather.sun_scale) * ndl * lit
+        col = albedo * (ambient + direct)[:, None]
+        glass = kind == mat.KIND_GLASS
+        if glass.any():
+            d, nn = d_hit[glass], normal[glass]
+            refl_dir = d - 2 * np.einsum("ij,ij->i", d, nn)[:, None] * nn
+            col[glass] += 0.22 * _sky(refl_dir, sun, world.sky_tint)
+        miss = ~hits.hit
+        rgb[miss] = _sky(dirs[miss], sun, world.sky_tint)
+    rgb[idx] = col
+    rgb *= np.float32(world.exposure)
+    depth = np.full(n, np.inf, np.float32)
+    depth[idx] = t
+    rgb = weather.apply_camera(rgb.reshape(h, w, 3), depth.reshape(h, w), rng)
+    img = _develop(rgb, rng, noise_std, night, cam.noise_bank)
+    return CameraImage(image=img, geom=hits.geom.reshape(h, w), depth=depth.reshape(h, w))
+
+
+def _sun_visibility(fs: FrameScene, p: np.ndarray, normal: np.ndarray, ndl: np.ndarray, idx: np.ndarray,
+                    width: int, n_pixels: int, sun: np.ndarray) -> np.ndarray:
+    """Sun visibility of hit pixels, from shadow rays cast on every second row and column."""
+    rows, cols = idx // width, idx % width
+    probe = (rows % 2 == 0) & (cols % 2 == 0) & (ndl > 0)
+    lit_probe = np.ones(len(idx), dtype=bool)
+    if probe.any():
+        origins = (p[probe] + normal[probe] * 0.03).astype(np.float32)
+        dirs = np.broadcast_to(sun.astype(np.float32), origins.shape)
+        lit_probe[probe] = ~fs.occluded(origins, dirs, max_t=200.0)
+    # each pixel takes the value of its block's top-left probe (if that pixel hit something)
+    key = np.full(n_pixels, -1, dtype=np.int64)
+    key[idx] = np.arange(len(idx))
+    src = key[(rows // 2 * 2) * width + cols // 2 * 2]
+    lit = np.where(src >= 0, lit_probe[np.maximum(src, 0)], True)
+    return lit & (ndl > 0)
+
+
+_GAMMA_LUT_SIZE = 4096
+
+
+def _tone_lut(night: bool) -> np.ndarray:
+    """Linear radiance (quantised on [0, 4)) -> 8-bit value: filmic shoulder, night gain, gamma 2.2."""
+    x = np.arange(_GAMMA_LUT_SIZE, dtype=np.float64) * (4.0 / _GAMMA_LUT_SIZE)
+    y = 1.0 - np.exp(-1.6 * x)
+    if night:
+        y = np.clip(y * 5.0, 0.0, 1.0)
+    return (np.power(y, 1.0 / 2.2) * 255.0).astype(np.float32)
+
+
+_LUTS = {False: _tone_lut(False), True: _tone_lut(True)}
+
+
+def _develop(rgb: np.ndarray, rng: np.random.Generator, noise_std: float, night: bool,
+             bank: np.ndarray) -> np.ndarray:
+    """Tone-map, gamma, slight optical blur, sensor noise (from ``bank`` at a random offset), quantise to uint8."""
+    q = np.clip(rgb * (_GAMMA_LUT_SIZE / 4.0), 0, _GAMMA_LUT_SIZE - 1).astype(np.int32)
+    x = _LUTS[night][q]
+    x[1:-1] = 0.5 * x[1:-1] + 0.25 * (x[:-2] + x[2:])
+    x[:, 1:-1] = 0.5 * x[:, 1:-1] + 0.25 * (x[:, :-2] + x[:, 2:])
+    sigma = noise_std * (4.0 if night else 1.0)
+    if sigma > 0:
+        off = int(rng.integers(_NOISE_SLACK))
+        noise = bank[off:off + x.size].reshape(x.shape)
+        if night:  # shot noise grows with the signal
+            x += noise * (np.float32(sigma) + np.sqrt(np.clip(x, 0, None)))
+        else:
+            x += noise * np.float32(sigma)
+    x += 0.5
+    np.clip(x, 0, 255, out=x)
+    return x.astype(np.uint8)
