@@ -13,8 +13,9 @@ from std_msgs.msg import Header
 from perception.errors import PerceptionError
 from ros_nodes.qos import diagnostics_qos
 
-OK, WARN, ERROR, STALE = (DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR,
-                          DiagnosticStatus.STALE)
+#: Levels as ints (the message constants are one-byte ``bytes``).
+OK, WARN, ERROR, STALE = (ord(DiagnosticStatus.OK), ord(DiagnosticStatus.WARN), ord(DiagnosticStatus.ERROR),
+                          ord(DiagnosticStatus.STALE))
 
 
 def make_status(name: str, level: int, message: str, hardware_id: str = "",

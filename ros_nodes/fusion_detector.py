@@ -26,10 +26,12 @@ from std_msgs.msg import Header
 from trustworthy_perception_msgs.msg import Detection3DArray, DetectionFeatures
 from visualization_msgs.msg import MarkerArray
 
+from perception.detector.api import FusionDetector
 from perception.detector.result import DetectionResult
 from perception.errors import PerceptionError
 from perception.frame import Frame
 from perception.rig import Rig
+from perception.trust.explain import render_bev_attention, render_image_attention
 from ros_nodes.convert import (
     array_to_image,
     camera_info_to_rig,
@@ -95,7 +97,8 @@ class FusionDetectorNode(Node):
         self.rig = self.base_rig
         self._camera_info_key: tuple | None = None
         self.detector = self._load(resolve(model_dir), self.backend, threads)
-        self.model_id = f"{Path(model_dir).name}@{self.backend}"
+        self.model_id = self.detector.model_id or f"{Path(model_dir).name}@{self.backend}"
+        self.class_names = tuple(self.detector.cfg.classes)
 
         self.diag = DiagnosticsPublisher(self, hardware_id=self.model_id)
         qos = output_qos()
@@ -129,13 +132,11 @@ class FusionDetectorNode(Node):
                                f"listening on {self.cloud_topic}, {self.image_topic}")
 
     # ------------------------------------------------------------------ set-up
-    def _load(self, model_dir: Path, backend: str, threads: int) -> Any:
-        import torch
-
-        from perception.detector.api import FusionDetector
-
-        torch.set_num_threads(threads)
-        return FusionDetector.load(model_dir, backend=backend)
+    def _load(self, model_dir: Path, backend: str, threads: int) -> FusionDetector:
+        t0 = time.perf_counter()
+        detector = FusionDetector.load(model_dir, backend=backend, num_threads=threads)
+        self.get_logger().info(f"loaded {detector.model_id} from {model_dir} in {time.perf_counter() - t0:.1f} s")
+        return detector
 
     def _warmup(self) -> None:
         rng = np.random.default_rng(0)
@@ -223,7 +224,7 @@ class FusionDetectorNode(Node):
         if not result.model_id:
             result.model_id = self.model_id
         header = job.header
-        msg = result_to_msg(result, header, extra_degraded=job.reasons)
+        msg = result_to_msg(result, header, self.class_names, extra_degraded=job.reasons)
         self.objects_pub.publish(msg)
         self.stats.latencies_ms.append(1e3 * (time.monotonic() - job.received))
         self.stats.processed += 1
@@ -236,13 +237,11 @@ class FusionDetectorNode(Node):
             self._publish_xai(job.frame, result, header)
 
     def _publish_xai(self, frame: Frame, result: DetectionResult, header: Header) -> None:
-        from perception.trust.explain import render_bev_attention, render_image_attention
-
         stamp_ns = stamp_to_ns(header.stamp)
         self.xai_bev_pub.publish(array_to_image(render_bev_attention(result), make_header(stamp_ns, header.frame_id)))
-        if frame.image is not None:
-            camera_header = make_header(stamp_ns, self.rig.camera_frame)
-            self.xai_image_pub.publish(array_to_image(render_image_attention(frame, result), camera_header))
+        # Without an image this is a dark canvas with the projected boxes: RViz keeps showing them.
+        camera_header = make_header(stamp_ns, frame.rig.camera_frame if frame.rig else "")
+        self.xai_image_pub.publish(array_to_image(render_image_attention(frame, result), camera_header))
 
     # ------------------------------------------------------------------ diagnostics
     def publish_diagnostics(self) -> None:

@@ -7,8 +7,10 @@ feeds the monitor and publishes what it grades. See ros_nodes/README.md.
 from __future__ import annotations
 
 import sys
+import time
 
 import rclpy
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import Image, PointCloud2
@@ -27,7 +29,7 @@ from perception.trust.health import (
     summarize,
 )
 from ros_nodes.convert import image_to_array, pointcloud_to_points, stamp_to_ns
-from ros_nodes.diagnostics import DiagnosticsPublisher, make_status
+from ros_nodes.diagnostics import ERROR, OK, DiagnosticsPublisher, make_status
 from ros_nodes.params import declare
 from ros_nodes.qos import output_qos, sensor_qos
 
@@ -57,13 +59,17 @@ class SensorHealthNode(Node):
         self.marker_pub = self.create_publisher(MarkerArray, "~/output/markers", output_qos(depth=2))
         self.create_subscription(PointCloud2, "~/input/pointcloud", self.on_cloud, sensor_qos())
         self.create_subscription(Image, "~/input/image", self.on_image, sensor_qos())
-        self.create_timer(period, self.publish_health)
+        self.create_timer(period, self.publish_health, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.cloud_topic = self.resolve_topic_name("~/input/pointcloud")
         self.image_topic = self.resolve_topic_name("~/input/image")
         self.get_logger().info(f"watching {self.cloud_topic} and {self.image_topic}")
 
-    def _now_s(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
+    def _observe(self, sensor: str, header: Header, metrics: dict[str, float]) -> None:
+        # Rates and staleness on wall time (also after a replayed bag ends); latency on the node's clock,
+        # which follows /clock when replaying with use_sim_time.
+        stamp = stamp_to_ns(header.stamp) * 1e-9
+        latency = self.get_clock().now().nanoseconds * 1e-9 - stamp
+        self.monitor.observe(sensor, time.monotonic(), stamp, metrics, latency=latency)
 
     def on_cloud(self, msg: PointCloud2) -> None:
         """Convert, measure, record; a malformed cloud is reported and skipped."""
@@ -72,7 +78,7 @@ class SensorHealthNode(Node):
         except PerceptionError as exc:
             self.diag.report_bad_input(exc, self.cloud_topic)
             return
-        self.monitor.observe("lidar", self._now_s(), stamp_to_ns(msg.header.stamp) * 1e-9, cloud_metrics(points))
+        self._observe("lidar", msg.header, cloud_metrics(points))
 
     def on_image(self, msg: Image) -> None:
         """Convert, measure exposure and blur, record; a malformed image is reported and skipped."""
@@ -81,12 +87,11 @@ class SensorHealthNode(Node):
         except PerceptionError as exc:
             self.diag.report_bad_input(exc, self.image_topic)
             return
-        self.monitor.observe("camera", self._now_s(), stamp_to_ns(msg.header.stamp) * 1e-9,
-                             image_metrics(image, self.image_stride))
+        self._observe("camera", msg.header, image_metrics(image, self.image_stride))
 
     def publish_health(self) -> None:
         """Grade every sensor and publish one status per sensor (plus the text marker for RViz)."""
-        checks = self.monitor.checks(self._now_s())
+        checks = self.monitor.checks(time.monotonic())
         statuses, lines = [], []
         for sensor in ("lidar", "camera", "sync"):
             level, message = summarize(checks, sensor)
@@ -94,7 +99,7 @@ class SensorHealthNode(Node):
             statuses.append(make_status(f"{self.get_name()}: {sensor}", int(level), message, sensor, values))
             lines.append((level, f"{sensor}: {level.name} {message if level != Level.OK else ''}".rstrip()))
         bad = sum(self.diag.bad_messages.values())
-        statuses.append(make_status(f"{self.get_name()}: input", 2 if bad else 0,
+        statuses.append(make_status(f"{self.get_name()}: input", ERROR if bad else OK,
                                     f"{bad} malformed message(s); last: {self.diag.last_error}" if bad else "ok",
                                     "sensors", {"malformed_messages": bad}))
         self.diag.publish(statuses)

@@ -9,13 +9,13 @@ import numpy as np
 
 from perception.rig import Rig
 from perception.sim import materials as mat
-from perception.sim.raycast import FrameScene, Hits
+from perception.sim.raycast import FrameScene, Hits, dot3, rotate
 from perception.sim.texture import texture_noise
 from perception.sim.weather import WeatherModel
 from perception.sim.world import World
 
-SKY_HORIZON = np.array([0.78, 0.84, 0.92], np.float32)
-SKY_ZENITH = np.array([0.30, 0.45, 0.80], np.float32)
+SKY_HORIZON = np.array([1.15, 1.2, 1.3], np.float32)
+SKY_ZENITH = np.array([0.35, 0.55, 1.0], np.float32)
 NIGHT_SKY = np.array([0.004, 0.005, 0.010], np.float32)
 _NOISE_SLACK = 65536
 
@@ -37,85 +37,96 @@ class CameraModel:
         self.dirs = rig.camera_rays().reshape(-1, 3).astype(np.float32)  # LiDAR frame
         self.origin = rig.camera_to_lidar[:3, 3].copy()
         self.forward = rig.camera_to_lidar[:3, 2].copy()  # optical axis in the LiDAR frame
+        self._grid = _CoarseGrid(self.height, self.width)
         #: Gaussian noise shared by the frames of a drive (each frame reads it at a random offset).
         self.noise_bank = np.random.default_rng(7).standard_normal(self.height * self.width * 3 + _NOISE_SLACK,
                                                                    dtype=np.float32)
 
 
 def _sky(dirs: np.ndarray, sun: np.ndarray, tint: np.ndarray) -> np.ndarray:
-    el = np.clip(dirs[:, 2] * 3.0, 0.0, 1.0)[:, None]
+    el = np.clip(dirs[:, 2] * 2.5, 0.0, 1.0)[:, None] ** 0.7
     sky = SKY_HORIZON + (SKY_ZENITH - SKY_HORIZON) * el.astype(np.float32)
-    glow = np.clip(dirs @ sun, 0.0, 1.0) ** 32
+    glow = np.clip(dot3(dirs, sun), 0.0, 1.0) ** 32
     return (sky + 1.5 * glow[:, None].astype(np.float32)) * tint.astype(np.float32)
 
 
-def _textured_albedo(world: World, fs: FrameScene, tri: np.ndarray, p: np.ndarray, normal: np.ndarray) -> np.ndarray:
-    albedo = fs.attrs.albedo[tri].copy()
-    kind = mat.MATERIAL_KIND[fs.attrs.material[tri]]
+# Texture per material kind: (cell size in metres, contrast); kinds not listed are untextured.
+_TEX_CELL = np.full(16, 0.5, np.float32)
+_TEX_AMP = np.zeros(16, np.float32)
+for _k, _cell, _amp in ((mat.KIND_ROAD, 0.06, 0.35), (mat.KIND_SIDEWALK, 0.3, 0.3), (mat.KIND_TERRAIN, 0.12, 0.9),
+                        (mat.KIND_WALL, 0.5, 0.15), (mat.KIND_FOLIAGE, 0.12, 1.1)):
+    _TEX_CELL[_k], _TEX_AMP[_k] = _cell, _amp
+
+
+def _textured_albedo(world: World, fs: FrameScene, tri: np.ndarray, p: np.ndarray, kind: np.ndarray) -> np.ndarray:
+    """Per-pixel albedo: material colour times world-space value noise, lane paint on the road."""
+    albedo = fs.attrs.albedo[tri]
     x, y, z = p[:, 0], p[:, 1], p[:, 2]
-    road = kind == mat.KIND_ROAD
-    if road.any():
-        s, d = world.road.to_road(x[road], y[road])
-        fine = texture_noise(x[road], y[road], 0.06)
-        coarse = texture_noise(x[road] + 1000, y[road], 1.5)
-        shade = (0.8 + 0.35 * fine) * (0.85 + 0.3 * coarse)
-        col = albedo[road] * shade[:, None]
-        col[world.road.paint_mask(s, d)] = (0.62, 0.62, 0.6)
-        albedo[road] = col
-    for k, cell, amp in ((mat.KIND_SIDEWALK, 0.3, 0.3), (mat.KIND_TERRAIN, 0.12, 0.9), (mat.KIND_WALL, 0.5, 0.15)):
-        sel = kind == k
-        if sel.any():
-            u = x[sel] + y[sel] * (1.0 if k != mat.KIND_WALL else 0.0)
-            v = z[sel] if k == mat.KIND_WALL else y[sel] - x[sel]
-            albedo[sel] *= (1 - amp / 2 + amp * texture_noise(u, v, cell))[:, None]
-    fol = kind == mat.KIND_FOLIAGE
-    if fol.any():
-        albedo[fol] *= (0.45 + 1.1 * texture_noise(x[fol] + y[fol], z[fol], 0.12))[:, None]
+    vertical = (kind == mat.KIND_WALL) | (kind == mat.KIND_FOLIAGE)
+    u = np.where(vertical, x + y, x)
+    v = np.where(vertical, z, y)
+    amp = _TEX_AMP[kind]
+    albedo *= (1.0 - amp / 2 + amp * texture_noise(u / _TEX_CELL[kind], v / _TEX_CELL[kind], 1.0))[:, None]
+    road = np.flatnonzero(kind == mat.KIND_ROAD)
+    if len(road):
+        xr, yr = x[road], y[road]
+        albedo[road] *= (0.85 + 0.3 * texture_noise(xr + 1000.0, yr, 1.5))[:, None]
+        s, d = world.road.to_road(xr, yr)
+        albedo[road[world.road.paint_mask(s, d)]] = (0.62, 0.62, 0.6)
     return albedo
 
 
-def cast_image(fs: FrameScene, origin: np.ndarray, dirs: np.ndarray, h: int, w: int) -> Hits:
+class _CoarseGrid:
+    """Index tables for casting every second row / column and filling the pixels in between."""
+
+    def __init__(self, h: int, w: int) -> None:
+        rs = np.unique(np.r_[np.arange(0, h, 2), h - 1])
+        cs = np.unique(np.r_[np.arange(0, w, 2), w - 1])
+        self.coarse = (rs[:, None] * w + cs[None, :]).ravel()
+        is_coarse = np.zeros(h * w, dtype=bool)
+        is_coarse[self.coarse] = True
+        ri0 = np.minimum(np.searchsorted(rs, np.arange(h), side="right") - 1, len(rs) - 1)
+        ci0 = np.minimum(np.searchsorted(cs, np.arange(w), side="right") - 1, len(cs) - 1)
+        ri1, ci1 = np.minimum(ri0 + 1, len(rs) - 1), np.minimum(ci0 + 1, len(cs) - 1)
+        nc = len(cs)
+        self.fine = np.flatnonzero(~is_coarse)
+        corners = [(ri0[:, None] * nc + ci0[None, :]), (ri0[:, None] * nc + ci1[None, :]),
+                   (ri1[:, None] * nc + ci0[None, :]), (ri1[:, None] * nc + ci1[None, :])]
+        self.corners = [c.ravel()[self.fine].astype(np.int32) for c in corners]
+
+
+def cast_image(fs: FrameScene, origin: np.ndarray, dirs: np.ndarray, grid: _CoarseGrid) -> Hits:
     """Primary hits of every pixel, casting only where needed.
 
     Every second row and column is cast; a pixel whose four enclosing samples hit the same triangle lies
     on that triangle's plane and is intersected analytically, one whose samples all miss is sky, and all
     others are cast. Features thinner than two pixels between samples on one triangle can be missed.
     """
-    rs = np.unique(np.r_[np.arange(0, h, 2), h - 1])
-    cs = np.unique(np.r_[np.arange(0, w, 2), w - 1])
-    coarse = (rs[:, None] * w + cs[None, :]).ravel()
-    hc = fs.cast(origin, dirs[coarse])
-    n = h * w
+    n = len(dirs)
+    hc = fs.cast(origin, dirs[grid.coarse])
     t = np.full(n, np.inf, np.float32)
     geom = np.full(n, -1, np.int32)
     tri = np.full(n, -1, np.int64)
     normal = np.zeros((n, 3), np.float32)
-    t[coarse], geom[coarse], tri[coarse], normal[coarse] = hc.t, hc.geom, hc.tri, hc.normal
-    known = np.zeros(n, dtype=bool)
-    known[coarse] = True
-    # enclosing samples of every pixel
-    ri0 = np.minimum(np.searchsorted(rs, np.arange(h), side="right") - 1, len(rs) - 1)
-    ci0 = np.minimum(np.searchsorted(cs, np.arange(w), side="right") - 1, len(cs) - 1)
-    ri1, ci1 = np.minimum(ri0 + 1, len(rs) - 1), np.minimum(ci0 + 1, len(cs) - 1)
-    tc = hc.tri.reshape(len(rs), len(cs))
-    c00 = tc[ri0[:, None], ci0[None, :]]
-    same = (c00 == tc[ri0[:, None], ci1[None, :]]) & (c00 == tc[ri1[:, None], ci0[None, :]])
-    same &= c00 == tc[ri1[:, None], ci1[None, :]]
-    same, c00 = same.ravel(), c00.ravel()
-    sky = same & (c00 < 0) & ~known
-    plane = np.flatnonzero(same & (c00 >= 0) & ~known)
-    src = (ri0[:, None] * len(cs) + ci0[None, :]).ravel()[plane]  # index of the corner sample in the coarse cast
+    t[grid.coarse], geom[grid.coarse], tri[grid.coarse], normal[grid.coarse] = hc.t, hc.geom, hc.tri, hc.normal
+    c00, c01, c10, c11 = grid.corners
+    tri00 = hc.tri[c00]
+    same = (tri00 == hc.tri[c01]) & (tri00 == hc.tri[c10]) & (tri00 == hc.tri[c11])
+    sel = np.flatnonzero(same & (tri00 >= 0))
+    pix, src = grid.fine[sel], c00[sel]
     n_src = hc.normal[src]
-    p_src = origin + dirs[coarse[src]] * hc.t[src][:, None]
-    denom = np.einsum("ij,ij->i", n_src, dirs[plane])
+    d_pix = dirs[pix]
+    # the pixel ray meets the plane of the corner's triangle: t = n.(p_src - o) / n.d, with n.(p_src - o) = t_src n.d_src
+    num = hc.t[src] * np.einsum("ij,ij->i", n_src, dirs[grid.coarse[src]])
+    denom = np.einsum("ij,ij->i", n_src, d_pix)
     ok = denom < -1e-4
-    t_plane = np.einsum("ij,ij->i", n_src, p_src - origin) / np.where(ok, denom, -1.0)
+    t_plane = num / np.where(ok, denom, -1.0)
     ok &= t_plane > 0
-    plane, src, t_plane = plane[ok], src[ok], t_plane[ok]
-    t[plane], geom[plane], tri[plane], normal[plane] = t_plane, hc.geom[src], hc.tri[src], hc.normal[src]
-    known[plane] = True
-    known[sky] = True
-    rest = np.flatnonzero(~known)
+    pix, src, t_plane = pix[ok], src[ok], t_plane[ok]
+    t[pix], geom[pix], tri[pix], normal[pix] = t_plane, hc.geom[src], hc.tri[src], hc.normal[src]
+    done = same.copy()
+    done[sel[~ok]] = False
+    rest = grid.fine[~done]
     hr = fs.cast(origin, dirs[rest])
     t[rest], geom[rest], tri[rest], normal[rest] = hr.t, hr.geom, hr.tri, hr.normal
     return Hits(t=t, geom=geom, tri=tri, normal=normal)
@@ -126,10 +137,10 @@ def render_camera(world: World, fs: FrameScene, cam: CameraModel, world_from_lid
                   shadows: bool = True) -> CameraImage:
     """Render the camera image of one frame."""
     rot, trans = world_from_lidar[:3, :3], world_from_lidar[:3, 3]
-    dirs = cam.dirs @ rot.T.astype(np.float32)
+    dirs = rotate(cam.dirs, rot)
     origin = (rot @ cam.origin + trans).astype(np.float32)
     h, w = cam.height, cam.width
-    hits = cast_image(fs, origin, dirs, h, w)
+    hits = cast_image(fs, origin, dirs, cam._grid)
     n = h * w
     idx = np.flatnonzero(hits.hit)
     tri = hits.tri[idx]
@@ -137,8 +148,8 @@ def render_camera(world: World, fs: FrameScene, cam: CameraModel, world_from_lid
     d_hit = dirs[idx]
     p = origin + d_hit * t[:, None]
     normal = hits.normal[idx]
-    albedo = _textured_albedo(world, fs, tri, p, normal)
     kind = mat.MATERIAL_KIND[fs.attrs.material[tri]]
+    albedo = _textured_albedo(world, fs, tri, p, kind)
     if weather.snow_cover > 0:
         up = np.clip((normal[:, 2] - 0.6) / 0.4, 0, 1) * np.float32(weather.snow_cover)
         albedo = albedo * (1 - up[:, None]) + 0.85 * up[:, None]
@@ -146,14 +157,14 @@ def render_camera(world: World, fs: FrameScene, cam: CameraModel, world_from_lid
     rgb = np.empty((n, 3), np.float32)
     if night:
         light = 0.012 * (0.6 + 0.4 * normal[:, 2])
-        cone = np.clip((d_hit @ (rot @ cam.forward).astype(np.float32) - 0.9) / 0.1, 0, 1)
+        cone = np.clip((dot3(d_hit, rot @ cam.forward) - 0.9) / 0.1, 0, 1)
         head = 3.0 * cone * np.abs(np.einsum("ij,ij->i", normal, d_hit)) / np.maximum(t, 2.0) ** 2
         col = albedo * (light + head)[:, None]
         lamp = kind == mat.KIND_RETRO
         col[lamp] += 2.0 * fs.attrs.albedo[tri[lamp]]
         rgb[:] = NIGHT_SKY
     else:
-        ndl = np.clip(normal @ sun, 0.0, None)
+        ndl = np.clip(dot3(normal, sun), 0.0, None)
         lit = ndl > 0
         if shadows and weather.sun_scale > 0.2:
             lit = _sun_visibility(fs, p, normal, ndl, idx, w, n, sun)

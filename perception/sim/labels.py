@@ -7,7 +7,7 @@ import numpy as np
 from perception.frame import Box3D, boxes_to_array, points_in_boxes
 from perception.rig import Rig, invert_transform, transform_points
 from perception.sim.camera import CameraImage, CameraModel
-from perception.sim.raycast import FrameScene
+from perception.sim.raycast import FrameScene, rotate
 from perception.sim.world import World
 
 MAX_LABEL_RANGE = 80.0  # metres (horizontal distance from the LiDAR), like KITTI
@@ -99,7 +99,7 @@ def _visible_shares(fs: FrameScene, cam: CameraModel, world_from_lidar: np.ndarr
         owner.append(np.full(len(p), k))
     pix_a, owner_a = np.concatenate(pix), np.concatenate(owner)
     rot, trans = world_from_lidar[:3, :3], world_from_lidar[:3, 3]
-    dirs = cam.dirs[pix_a] @ rot.T
+    dirs = rotate(cam.dirs[pix_a], rot)
     actor_of_ray = np.asarray(actor_ids)[owner_a]
     covered = fs.actor_coverage(rot @ cam.origin + trans, dirs, actor_of_ray)
     visible = image.geom.ravel()[pix_a] == actor_of_ray + 1

@@ -10,7 +10,7 @@ import numpy as np
 from perception.errors import ConfigError
 from perception.sim import materials as mat
 from perception.sim.options import DEFAULT_LIDAR_MODEL, LIDAR_MODEL_KEYS
-from perception.sim.raycast import FrameScene
+from perception.sim.raycast import FrameScene, rotate
 from perception.sim.texture import texture_noise
 from perception.sim.weather import WeatherModel
 from perception.sim.world import World
@@ -18,9 +18,23 @@ from perception.sim.world import World
 NOISE_FLOOR = 0.012  # received intensity below which a return is lost (after range falloff)
 
 
+def _hdl64_angles(up: float, down: float, channels: int) -> np.ndarray:
+    """Velodyne HDL-64E layout: the upper half of the lasers packed in the top ~39 % of the field of view
+    (~1/3 deg apart for +2..-24.8 deg), the lower half spread below (~1/2 deg)."""
+    span = up - down
+    upper = channels // 2
+    return np.concatenate([np.linspace(up, up - 0.3855 * span, upper),
+                           np.linspace(up - 0.4042 * span, down, channels - upper)])
+
+
 @dataclass
 class BeamPattern:
-    """Ray directions of one sweep plus the sensor's range/noise characteristics."""
+    """Ray directions of one sweep plus the sensor's range/noise characteristics.
+
+    Beams are spread uniformly over ``vertical_fov_deg``, except 64-beam patterns which follow the
+    HDL-64E's two-block layout unless ``vertical_layout: uniform``; ``vertical_angles_deg`` lists them
+    explicitly.
+    """
 
     elevations: np.ndarray  # (C,) radians, top beam first
     azimuths: np.ndarray  # (A,) radians
@@ -51,7 +65,12 @@ class BeamPattern:
                     raise ValueError(f"channels must be in 1..512, got {channels}")
                 if not -90 <= down < up <= 90:
                     raise ValueError(f"vertical_fov_deg must be [up, down] with up > down, got {[up, down]}")
-                elev = np.linspace(up, down, channels)
+                layout = str(m.get("vertical_layout", "auto"))
+                if layout not in ("auto", "uniform", "hdl64"):
+                    raise ValueError(f"vertical_layout must be auto, uniform or hdl64, got {layout!r}")
+                if layout == "auto":
+                    layout = "hdl64" if channels == 64 else "uniform"
+                elev = _hdl64_angles(up, down, channels) if layout == "hdl64" else np.linspace(up, down, channels)
             res = float(m["horizontal_resolution_deg"])
             h0, h1 = (float(v) for v in m["horizontal_fov_deg"])
             if not 0.01 <= res <= 10:
@@ -104,7 +123,7 @@ def render_lidar(world: World, fs: FrameScene, world_from_lidar: np.ndarray, pat
     """One sweep as (N, 4) float32 ``x, y, z, intensity`` in the LiDAR frame (no-return rays dropped)."""
     dirs_l = pattern.directions()
     rot, origin = world_from_lidar[:3, :3], world_from_lidar[:3, 3]
-    dirs_w = dirs_l @ rot.T.astype(np.float32)
+    dirs_w = rotate(dirs_l, rot)
     hits = fs.cast(origin, dirs_w)
     n = len(dirs_l)
     r = hits.t.astype(np.float64)
@@ -119,7 +138,7 @@ def render_lidar(world: World, fs: FrameScene, world_from_lidar: np.ndarray, pat
     wet = weather.surface_wetness
     if wet > 0:
         refl = refl * (1.0 - 0.45 * wet * (hits.normal[idx, 2] > 0.7))
-    intensity = refl * (0.3 + 0.7 * cos_inc) * rng.lognormal(0.0, 0.12, len(idx))
+    intensity = refl * (0.75 + 0.25 * cos_inc) * rng.lognormal(0.0, 0.2, len(idx))
     retro = kind == mat.KIND_RETRO
     intensity[retro] = np.maximum(intensity[retro], refl[retro] * rng.uniform(0.85, 1.0, retro.sum()))
     intensity *= np.exp(-2.0 * weather.lidar_extinction * r_hit)

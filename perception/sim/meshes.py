@@ -518,7 +518,8 @@ def building_mesh(rng: np.random.Generator, width: float, depth: float, height: 
     Not re-centred: x in [-width/2, width/2], y in [0, depth], z from 0.
     """
     b = MeshBuilder()
-    wall = np.clip(np.asarray(mat.WALL.albedo) * rng.uniform(0.45, 1.5, 3) * rng.uniform(0.7, 1.3), 0.03, 0.95)
+    tint = 1.0 + rng.uniform(-0.25, 0.25, 3) * rng.uniform(0.0, 1.0)
+    wall = np.clip(np.asarray(mat.WALL.albedo) * tint * rng.uniform(0.5, 1.4), 0.03, 0.95)
     b.box((0, depth / 2, height / 2), (width, depth, height), mat.WALL, colour=wall,
           reflectance=float(rng.uniform(0.18, 0.42)))
     if style == "residential" and rng.random() < 0.7:

@@ -13,7 +13,7 @@ SCENE_TYPES: tuple[str, ...] = ("city", "residential", "road")
 #: Keys a beam-pattern override may set (same meaning as the rig YAML's ``lidar.model``).
 LIDAR_MODEL_KEYS: tuple[str, ...] = (
     "channels", "vertical_fov_deg", "horizontal_resolution_deg", "horizontal_fov_deg", "max_range",
-    "range_noise_std", "dropout", "vertical_angles_deg",
+    "range_noise_std", "dropout", "vertical_angles_deg", "vertical_layout",
 )
 DEFAULT_LIDAR_MODEL: dict[str, Any] = {
     "channels": 64, "vertical_fov_deg": [2.0, -24.8], "horizontal_resolution_deg": 0.17,

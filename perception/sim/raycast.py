@@ -12,6 +12,25 @@ from perception.sim.world import World
 INVALID = o3d.t.geometry.RaycastingScene.INVALID_ID
 
 
+def rotate(v: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """``v @ r.T`` for (N, 3) arrays without BLAS (threaded BLAS on thin shapes is very slow on a busy machine)."""
+    r = np.asarray(r, dtype=v.dtype)
+    if r[2, 2] == 1 and not r[2, :2].any() and not r[:2, 2].any():  # rotation about z only
+        out = np.empty_like(v)
+        x, y = v[:, 0], v[:, 1]
+        out[:, 0] = x * r[0, 0] + y * r[0, 1]
+        out[:, 1] = x * r[1, 0] + y * r[1, 1]
+        out[:, 2] = v[:, 2]
+        return out
+    return np.einsum("ij,kj->ik", v, r)
+
+
+def dot3(v: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Row-wise dot product of (N, 3) ``v`` with a 3-vector ``u`` (no BLAS)."""
+    u = np.asarray(u, dtype=v.dtype)
+    return v[:, 0] * u[0] + v[:, 1] * u[1] + v[:, 2] * u[2]
+
+
 @dataclass
 class Hits:
     """Result of casting N rays: ``geom`` is -1 on a miss, 0 for the static world, 1 + i for actor i."""

@@ -229,7 +229,7 @@ def generate_world(rng: np.random.Generator, opts: SceneOptions, n_frames: int) 
     sun_el, sun_az = np.deg2rad(rng.uniform(20, 65)), rng.uniform(-np.pi, np.pi)
     sun = np.array([np.cos(sun_el) * np.cos(sun_az), np.cos(sun_el) * np.sin(sun_az), np.sin(sun_el)])
     return World(road=road, static=static, actors=pop.actors, ego=ego, sun=sun, scene_type=scene,
-                 exposure=float(rng.uniform(0.8, 1.25)), sky_tint=rng.uniform(0.9, 1.1, 3))
+                 exposure=float(rng.uniform(0.6, 1.0)), sky_tint=rng.uniform(0.9, 1.1, 3))
 
 
 def _populate(pop: _Populator, rng: np.random.Generator, label: str, n: int, s_range: tuple[float, float]) -> None:

@@ -209,8 +209,8 @@ class _Stream:
 class HealthMonitor:
     """Tracks the LiDAR and camera streams and their skew; :meth:`checks` grades them against limits.
 
-    Times are seconds: ``receive`` on the monitor's clock, ``stamp`` the message header stamp on the
-    same time base (latency = receive - stamp).
+    Times are seconds: ``receive`` and ``now`` on one monotonic clock (rates, staleness), ``stamp`` the
+    message header stamp (skew between sensors).
     """
 
     SENSORS = ("lidar", "camera")
@@ -222,13 +222,18 @@ class HealthMonitor:
         self._streams = {s: _Stream(RateEstimator(window_s)) for s in self.SENSORS}
         self._stamps = {s: deque(maxlen=skew_window) for s in self.SENSORS}
 
-    def observe(self, sensor: str, receive: float, stamp: float, metrics: dict[str, float] | None = None) -> None:
-        """Record one message of ``sensor`` ("lidar" or "camera") with its content metrics."""
+    def observe(self, sensor: str, receive: float, stamp: float, metrics: dict[str, float] | None = None,
+                latency: float | None = None) -> None:
+        """Record one message of ``sensor`` ("lidar" or "camera") with its content metrics.
+
+        ``latency`` defaults to ``receive - stamp``; pass it when stamps and arrivals use different clocks
+        (a node replaying a bag measures arrivals on wall time and latency on the bag's clock).
+        """
         stream = self._streams[sensor]
         stream.rate.add(receive)
         stream.last_receive = receive
         stream.last_stamp = stamp
-        stream.latency = receive - stamp
+        stream.latency = receive - stamp if latency is None else latency
         if metrics is not None:
             stream.metrics = dict(metrics)
         stamps = self._stamps[sensor]

@@ -1,0 +1,121 @@
+"""Score detections and frames against fitted statistics: ``OodMonitor.load(model_dir).score(...)``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from perception.detector.result import DetectionResult
+from perception.errors import ConfigError, DataError
+from perception.ood.scores import DETECTION_SCORES, energy_score, mahalanobis_score, mahavar_score
+from perception.ood.stats import OodStats, load_stats, stats_dir
+
+#: Frame-level scores: the frame embedding's distance, per-detection means, and their combination.
+FRAME_SCORES: tuple[str, ...] = ("frame", "embedding", *(f"mean_{s}" for s in DETECTION_SCORES))
+#: The two standardised components summed into the ``frame`` score.
+FRAME_COMPONENTS: tuple[str, str] = ("embedding", "mean_mahalanobis")
+
+
+@dataclass
+class OodResult:
+    """Scores of one frame: per-detection arrays (N,) and per-frame values, plus the thresholds."""
+
+    detection: dict[str, np.ndarray]
+    frame: dict[str, float]
+    thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def detection_flags(self, score: str) -> np.ndarray:
+        """(N,) bool: detection ``score`` above its threshold."""
+        return self.detection[score] > self.thresholds["detection"][score]
+
+    def frame_flag(self, score: str) -> bool:
+        """True when frame ``score`` is above its threshold."""
+        return bool(self.frame[score] > self.thresholds["frame"][score])
+
+
+class OodMonitor:
+    """Out-of-distribution scores of detector outputs, from :class:`OodStats` fitted on training data.
+
+    ``frame`` = z(embedding) + z(mean_mahalanobis), each standardised by its mean/std over the training
+    frames; a frame without detections contributes z = 0 for its detection part (means over no detections
+    are reported as the training mean).
+    """
+
+    def __init__(self, stats: OodStats) -> None:
+        self.stats = stats
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> OodMonitor:
+        """Load ``<model_dir>/ood`` and check it belongs to the model; raises ModelError."""
+        return cls(load_stats(stats_dir(model_dir), model_dir))
+
+    @property
+    def feature_dim(self) -> int:
+        """Dimension of the per-detection query features."""
+        return self.stats.detection.dim
+
+    @property
+    def embedding_dim(self) -> int:
+        """Dimension of the frame embedding."""
+        return self.stats.frame.dim
+
+    def detection_scores(self, features: np.ndarray, logits: np.ndarray | None = None,
+                         where: str = "features") -> dict[str, np.ndarray]:
+        """Per-detection scores (N,) of features (N, D) (and logits (N, C) for ``energy``)."""
+        feats = np.asarray(features, dtype=np.float64)
+        if feats.size == 0:
+            return {s: np.zeros(0) for s in DETECTION_SCORES if s != "energy" or logits is not None}
+        if not np.isfinite(feats).all():
+            raise DataError("non-finite feature values", where)
+        dist = self.stats.detection.distances(feats, where)
+        out = {"mahalanobis": mahalanobis_score(dist), "mahavar": mahavar_score(dist)}
+        if logits is not None:
+            lg = np.asarray(logits, dtype=np.float64)
+            if lg.ndim != 2 or len(lg) != len(feats):
+                raise DataError(f"expected ({len(feats)}, C) logits, got shape {lg.shape}", "logits")
+            out["energy"] = energy_score(lg)
+        return out
+
+    def frame_scores(self, embedding: np.ndarray | None, detection_scores: dict[str, np.ndarray],
+                     where: str = "frame_embedding") -> dict[str, float]:
+        """Frame scores from the frame embedding (E,) and this frame's per-detection scores."""
+        out: dict[str, float] = {}
+        for name, values in detection_scores.items():
+            key = f"mean_{name}"
+            out[key] = float(np.mean(values)) if len(values) else self.stats.frame_norm[key][0]
+        if embedding is not None and np.size(embedding):
+            emb = np.asarray(embedding, dtype=np.float64).ravel()
+            if emb.size != self.embedding_dim or not np.isfinite(emb).all():
+                raise DataError(f"expected {self.embedding_dim} finite values, got {emb.size}", where)
+            out["embedding"] = float(self.stats.frame.distances(emb[None], where)[0, 0])
+        if all(k in out for k in FRAME_COMPONENTS):
+            out["frame"] = float(sum((out[k] - self.stats.frame_norm[k][0]) / self.stats.frame_norm[k][1]
+                                     for k in FRAME_COMPONENTS))
+        return out
+
+    def score(self, features: np.ndarray, embedding: np.ndarray | None, logits: np.ndarray | None = None,
+              where: str = "features") -> OodResult:
+        """All scores of one frame's detections (features (N, D), logits (N, C) optional) and embedding."""
+        det = self.detection_scores(features, logits, where)
+        return OodResult(det, self.frame_scores(embedding, det), self.stats.thresholds)
+
+    def score_result(self, result: DetectionResult) -> OodResult:
+        """Scores of a :class:`DetectionResult` (needs ``feature``/``logits`` on every detection)."""
+        dets = result.detections
+        if any(d.feature is None or d.logits is None for d in dets):
+            raise DataError("every detection needs its query feature and logits", "DetectionResult.detections")
+        feats = np.stack([d.feature for d in dets]) if dets else np.zeros((0, self.feature_dim))
+        logits = np.stack([d.logits for d in dets]) if dets else np.zeros((0, len(self.stats.classes)))
+        return self.score(feats, result.frame_embedding, logits)
+
+    def annotate(self, result: DetectionResult, score: str = "mahalanobis") -> OodResult:
+        """Score a result and write detection ``score`` into each ``Detection.ood_score``."""
+        if score not in DETECTION_SCORES:
+            raise ConfigError(f"unknown detection score {score!r}; expected one of {DETECTION_SCORES}", "score")
+        res = self.score_result(result)
+        for d, v in zip(result.detections, res.detection[score]):
+            d.ood_score = float(v)
+        return res
+
