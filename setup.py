@@ -41,6 +41,7 @@ setup(
             "perception = perception.cli:main",
             "fusion_detector = ros_nodes.fusion_detector:main",
             "sensor_health = ros_nodes.sensor_health:main",
+            "ood_monitor = ros_nodes.ood_monitor:main",
             "bag_player = ros_nodes.bag_player:main",
         ],
     },

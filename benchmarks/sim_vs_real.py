@@ -120,11 +120,13 @@ def print_table(real: dict, sim: dict, real_frames: list[dict]) -> None:
         ("median range (m)", f"{real['range_median']:.1f}", f"{sim['range_median']:.1f}"),
         ("intensity mean / median", f"{real['int_mean']:.3f} / {real['int_median']:.3f}",
          f"{sim['int_mean']:.3f} / {sim['int_median']:.3f}"),
-        (f"car points at {NEAR[0]:.0f}-{NEAR[1]:.0f} m (median)", _fmt_band(real["car_near"]), _fmt_band(sim["car_near"])),
+        (f"car points at {NEAR[0]:.0f}-{NEAR[1]:.0f} m (median)", _fmt_band(real["car_near"]),
+         _fmt_band(sim["car_near"])),
         (f"car points at {FAR[0]:.0f}-{FAR[1]:.0f} m (median)", _fmt_band(real["car_far"]), _fmt_band(sim["car_far"])),
         ("image brightness mean / std", f"{real['bright_mean']:.1f} / {real['bright_std']:.1f}",
          f"{sim['bright_mean']:.1f} / {sim['bright_std']:.1f}"),
-        ("image mean R G B", " ".join(f"{v:.0f}" for v in real["rgb_mean"]), " ".join(f"{v:.0f}" for v in sim["rgb_mean"])),
+        ("image mean R G B", " ".join(f"{v:.0f}" for v in real["rgb_mean"]),
+         " ".join(f"{v:.0f}" for v in sim["rgb_mean"])),
     ]
     for lo, hi, a, b in zip(RANGE_BINS[:-1], RANGE_BINS[1:], real["range_hist"], sim["range_hist"]):
         rows.append((f"  share of points at {lo}-{hi} m", f"{a:.3f}", f"{b:.3f}"))

@@ -2,7 +2,9 @@
 
 Adding a subcommand: write ``perception/commands/<name>.py`` with ``add_parser(subparsers)`` (which
 calls ``parser.set_defaults(func=run)`` and returns the parser) and ``run(args) -> int``, then list the
-module in :data:`COMMANDS`. A :class:`~perception.errors.PerceptionError` becomes one ``error: ...``
+module in :data:`COMMANDS`. Keep a command module's top-level imports light (argparse, the standard
+library): import torch, open3d, the simulator etc. inside ``run`` so that every ``perception`` call
+(and ``--help``) stays fast. A :class:`~perception.errors.PerceptionError` becomes one ``error: ...``
 line on stderr and exit status 2.
 """
 
@@ -13,13 +15,13 @@ import logging
 import sys
 
 from perception import __version__
-from perception.commands import demo, info, launch, replay, sim
+from perception.commands import bench, demo, eval_ood, export, fit_ood, info, launch, replay, sim
 from perception.commands import eval as eval_cmd
 from perception.commands import train as train_cmd
 from perception.errors import PerceptionError
 
 #: Subcommand modules, in the order ``perception --help`` lists them.
-COMMANDS = [sim, info, demo, train_cmd, eval_cmd, launch, replay]
+COMMANDS = [sim, info, demo, train_cmd, eval_cmd, fit_ood, eval_ood, export, bench, launch, replay]
 
 log = logging.getLogger("perception")
 

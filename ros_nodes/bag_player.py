@@ -46,6 +46,8 @@ class BagPlayerNode(Node):
         self.rate = declare(self, "rate", 1.0, "Playback speed factor", low=0.01, high=100.0)
         self.loop = declare(self, "loop", False, "Start again at the end")
         self.start_offset_s = declare(self, "start_offset_s", 0.0, "Skip this much of the bag (s)", low=0.0, high=1e6)
+        self.max_gap_s = declare(self, "max_gap_s", 1.0, "Shorten silent gaps (e.g. between recorded drives) to this "
+                                 "(s)", low=0.0, high=1e6)
         self.publish_clock = declare(self, "publish_clock", True, "Publish /clock with the bag's time")
         self.clock_hz = declare(self, "clock_hz", 50.0, "/clock rate between messages", low=1.0, high=1000.0)
         self.wait_topic = declare(self, "wait_for_topic", "", "Before playing, wait for subscribers on this topic")
@@ -151,15 +153,20 @@ class BagPlayerNode(Node):
     def _play_once(self) -> None:
         start_ns = self.reader.start_time + int(self.start_offset_s * 1e9)
         conns = [c for c in self.connections if c.topic not in LATCHED_TOPICS]
-        wall0 = None
+        wall0 = time.monotonic()
+        skipped_ns = 0  # bag time cut out of long gaps
+        previous_ns = start_ns
+        max_gap_ns = int(self.max_gap_s * 1e9)
         for conn, bag_ns, raw in self.reader.messages(connections=conns, start=start_ns):
-            if wall0 is None:
-                wall0 = time.monotonic()
+            if bag_ns - previous_ns > max_gap_ns:
+                skipped_ns += bag_ns - previous_ns - max_gap_ns
+                self.get_logger().info(f"shortening a {(bag_ns - previous_ns) * 1e-9:.1f} s gap to {self.max_gap_s} s")
+            previous_ns = bag_ns
 
-            def bag_at(wall: float, _w0: float = wall0) -> int:
-                return start_ns + int((wall - _w0) * self.rate * 1e9)
+            def bag_at(wall: float, _skip: int = skipped_ns) -> int:
+                return start_ns + _skip + int((wall - wall0) * self.rate * 1e9)
 
-            if not self._sleep_until(wall0 + (bag_ns - start_ns) * 1e-9 / self.rate, bag_at):
+            if not self._sleep_until(wall0 + (bag_ns - start_ns - skipped_ns) * 1e-9 / self.rate, bag_at):
                 return
             self._publish_clock(bag_ns)
             self.publishers_by_topic[conn.topic].publish(bytes(raw))

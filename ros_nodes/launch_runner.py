@@ -263,9 +263,13 @@ def parse_cli_arguments(items: list[str]) -> dict[str, str]:
     return out
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the child must not dlopen between fork and exec
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the child between fork and exec: SIGTERM it when the runner dies, even by SIGKILL."""
+    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class LaunchRunner:

@@ -64,5 +64,9 @@ def test_errors_are_one_line_with_exit_status_2(kitti_root, tmp_path):
     assert proc.stderr.strip().splitlines()[-1] == (
         f"error: {broken}/velodyne/000000.bin: size 17 bytes is not a multiple of 16 (x y z intensity float32): "
         "truncated?")
-    proc = _run("info", str(tmp_path / "missing"))
-    assert proc.returncode == 2 and proc.stderr.strip() == f"error: {tmp_path / 'missing'}: no such file or folder"
+
+
+
+def test_missing_path_is_one_line(tmp_path, capsys):
+    assert main(["info", str(tmp_path / "missing")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'missing'}: no such file or folder"

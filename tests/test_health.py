@@ -140,3 +140,12 @@ def test_monitor_reports_stale_and_missing_camera():
     assert len(camera) == 1 and camera[0].level == Level.STALE and "never" in camera[0].message
     later = [c for c in mon.checks(now + 5.0) if c.sensor == "lidar"]
     assert later[0].level == Level.STALE and "no message" in later[0].message
+
+
+def test_rate_follows_stamps_so_a_slow_replay_is_not_flagged():
+    mon = HealthMonitor(stale_after_s=1.0)
+    for k in range(20):  # recorded at 10 Hz, replayed at a fifth of the speed
+        mon.observe("lidar", receive=k * 0.5, stamp=100.0 + k * 0.1, metrics={"point_count": 1e5, "nan_share": 0.0},
+                    latency=0.01)
+    rate = [c for c in mon.checks(now=9.6) if c.metric == "rate_hz"][0]
+    assert rate.level == Level.OK and rate.value == pytest.approx(10.0)

@@ -10,6 +10,7 @@ from perception.frame import Box3D, Frame
 from perception.io import dataset_format, open_frames
 from perception.io.bag import (
     CAMERA_INFO_TOPIC,
+    FRAME_INFO_TOPIC,
     GT_TOPIC,
     IMAGE_TOPIC,
     LIDAR_TOPIC,
@@ -40,7 +41,9 @@ def _frames(rig, n: int = 4, drop_image: int | None = 2) -> list[Frame]:
         image = None if i == drop_image else rng.integers(0, 255, (rig.height, rig.width, 3), dtype=np.uint8)
         pts = rng.normal(0, 10, (5000 + i, 4)).astype(np.float32)
         frames.append(Frame(points=pts, image=image, rig=rig, stamp_ns=T0 + i * 100_000_000, boxes=boxes,
-                            image_stamp_ns=None if i != 1 else T0 + i * 100_000_000 + 20_000_000))
+                            image_stamp_ns=None if i != 1 else T0 + i * 100_000_000 + 20_000_000,
+                            frame_id=f"drive7/{i:02d}", meta={"weather": "fog", "drive": np.int64(7),
+                                                               "pose": np.eye(4), "night": False}))
     return frames
 
 
@@ -57,7 +60,8 @@ def test_round_trip(sim_rig, tmp_path, storage):
         got = list(reader.frames())
     assert info.storage == storage
     counts = {k: v.count for k, v in info.topics.items()}
-    assert counts == {LIDAR_TOPIC: 4, IMAGE_TOPIC: 3, CAMERA_INFO_TOPIC: 4, TF_STATIC_TOPIC: 1, GT_TOPIC: 4}
+    assert counts == {LIDAR_TOPIC: 4, IMAGE_TOPIC: 3, CAMERA_INFO_TOPIC: 4, TF_STATIC_TOPIC: 1, GT_TOPIC: 4,
+                      FRAME_INFO_TOPIC: 4}
     assert info.topics[LIDAR_TOPIC].rate_hz == pytest.approx(10.0)
     assert info.duration_s == pytest.approx(0.3)
     assert len(got) == 4
@@ -78,6 +82,9 @@ def test_round_trip(sim_rig, tmp_path, storage):
         np.testing.assert_allclose(car.bbox2d, [400.5, 150.25, 520.0, 260.0])
         np.testing.assert_allclose(car.velocity, [10.0, 0.0])
         assert ped.bbox2d is None and ped.velocity is None
+    assert [f.frame_id for f in got] == [f.frame_id for f in src]
+    assert got[0].meta["weather"] == "fog" and got[0].meta["drive"] == 7 and got[0].meta["night"] is False
+    assert "pose" not in got[0].meta  # only scalar meta travels
     assert got[1].image_stamp_ns == src[1].image_stamp_ns  # 20 ms late camera still paired
     rig = got[0].rig
     assert rig.name == "sim_default" and rig.lidar_model == sim_rig.lidar_model

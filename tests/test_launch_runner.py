@@ -151,3 +151,61 @@ def test_every_rviz_topic_is_an_output_of_the_replay_graph():
     published = outputs | set(TOPIC_TYPES)
     missing = [t for t in _rviz_topics() if t not in published]
     assert not missing, f"RViz shows topics nothing publishes: {missing}"
+
+
+# ---------------------------------------------------------------------- processes
+def _pids_with_parent(ppid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == ppid:
+                out.append(int(stat.parent.name))
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue
+    return out
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.ros
+def test_nodes_die_with_a_killed_runner_and_output_is_prefixed(tmp_path):
+    """Even SIGKILL of the runner (no chance to clean up) leaves no orphan node behind."""
+    import os
+    import signal
+    import time
+
+    from ros_nodes.paths import dds_env
+
+    path = _write(tmp_path, """
+launch:
+- node: {pkg: trustworthy_perception, exec: sensor_health, name: health_a, namespace: t1}
+- node: {pkg: trustworthy_perception, exec: sensor_health, name: health_b, namespace: t1}
+""")
+    log = tmp_path / "out.log"
+    with log.open("w") as out:
+        runner = subprocess.Popen([sys.executable, "-m", "perception.cli", "launch", str(path)], stdout=out,
+                                  stderr=subprocess.STDOUT, env=dds_env(), cwd=REPO, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and log.read_text().count("watching") < 2:
+            time.sleep(0.2)
+        text = log.read_text()
+        assert "[health_a] " in text and "[health_b] " in text, text
+        nodes = _pids_with_parent(runner.pid)
+        assert len(nodes) == 2
+        os.kill(runner.pid, signal.SIGKILL)
+        runner.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_running(p) for p in nodes):
+            time.sleep(0.1)
+        assert not [p for p in nodes if _running(p)], "orphaned node processes"
+    finally:
+        for pid in _pids_with_parent(runner.pid):
+            os.kill(pid, signal.SIGKILL)
+        if runner.poll() is None:
+            runner.kill()

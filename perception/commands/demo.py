@@ -1,4 +1,5 @@
-"""``perception demo``: the main job on the bundled default drive (summary + preview PNG for now).
+"""``perception demo``: the main job on the bundled default drive — replay it through the fusion
+detector and write a report (metrics, BEV and camera PNGs with boxes and probabilities, an HTML page).
 
 The drive is defined in ``config/default_drive.yaml`` and generated deterministically with the
 simulator the first time (or whenever its definition changes), then cached as a bag under ``data/``.
@@ -17,7 +18,7 @@ import yaml
 from perception.commands import REPO_ROOT, find_resource
 from perception.errors import ConfigError
 from perception.io import write_frames
-from perception.io.bag import BagReader, is_bag
+from perception.io.bag import BAG_LAYOUT_VERSION, BagReader, is_bag
 from perception.io.preview import render_frame_png
 from perception.io.summary import summarize
 from perception.rig import Rig
@@ -78,9 +79,10 @@ class DriveDefinition:
         return p if p.is_absolute() else REPO_ROOT / p
 
     def fingerprint(self) -> str:
-        """A JSON string identifying the generated content (everything but the cache location)."""
+        """A JSON string identifying the generated content (everything but the cache location, plus the bag layout)."""
         d = asdict(self)
         d.pop("path")
+        d["bag_layout"] = BAG_LAYOUT_VERSION
         return json.dumps(d, sort_keys=True)
 
 
@@ -110,10 +112,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Register ``perception demo``."""
     p = subparsers.add_parser("demo", help="run the main job on the bundled default drive",
                               description="Make sure the default drive exists (generating it on first use), "
-                                          "print its summary and write out/demo/summary.png.")
+                                          "print its summary, replay it through the fusion detector and write "
+                                          "a report (out/demo/index.html, PNGs, metrics.json).")
     p.add_argument("--drive", default=DEFAULT_DRIVE_CONFIG, help="drive definition YAML (default %(default)s)")
     p.add_argument("--out", default=str(REPO_ROOT / "out" / "demo"), help="output folder (default out/demo)")
     p.add_argument("--workers", type=int, default=2, help="simulation processes (default 2)")
+    p.add_argument("--model", default=str(REPO_ROOT / "models" / "fusion_default"), help="detector model folder")
+    p.add_argument("--backend", default="torch", help="engine backend (default torch)")
     p.set_defaults(func=run)
     return p
 
@@ -130,4 +135,16 @@ def run(args: argparse.Namespace) -> int:
                            title=f"default drive {defn.split}/seed {defn.seed}, frame {first.frame_id}: "
                                  f"{len(first.boxes)} objects, {len(first.points)} points")
     print(f"wrote {png}")
+    from perception.commands.eval import format_metrics
+    from perception.detector.api import FusionDetector
+    from perception.detector.checkpoint import CONFIG_FILE
+    from perception.detector.config import DetectorConfig
+    from perception.eval.evaluate import evaluate
+
+    detector = FusionDetector.load(args.model, backend=args.backend)
+    cfg = DetectorConfig.from_yaml(Path(args.model) / CONFIG_FILE)
+    out = Path(args.out)
+    metrics = evaluate(detector, str(bag), cfg, lidar_only=True, report_dir=out, pictures=3)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(format_metrics(metrics))
     return 0

@@ -6,10 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-from perception.detector.api import FusionDetector
-from perception.detector.checkpoint import CONFIG_FILE
-from perception.detector.config import DetectorConfig
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``perception eval``."""
@@ -50,6 +46,9 @@ def format_metrics(m: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print (and optionally write) the metrics."""
+    from perception.detector.api import FusionDetector
+    from perception.detector.checkpoint import CONFIG_FILE
+    from perception.detector.config import DetectorConfig
     from perception.eval.evaluate import evaluate
 
     detector = FusionDetector.load(args.model, backend=args.backend)

@@ -32,6 +32,10 @@ def run(args: argparse.Namespace) -> int:
         if not Path(args.bag).exists():
             raise ConfigError("bag not found", args.bag)
         arguments["bag"] = str(Path(args.bag).resolve())
+    elif "bag" not in arguments:  # the bundled drive, generated on first use as `perception demo` does
+        from perception.commands.demo import DriveDefinition, ensure_drive
+
+        arguments["bag"] = str(ensure_drive(DriveDefinition.load()))
     if args.rate is not None:
         if not args.rate > 0:
             raise ConfigError(f"must be positive, got {args.rate}", "--rate")

@@ -13,7 +13,7 @@ from perception.rig import Rig
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "calib", "test")
+SPLITS = ("train", "val", "calib", "test", "ood")  # the simulator's SPLIT_SEEDS (kept here: --help stays light)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -1,16 +1,14 @@
 """rosbag2 (mcap or sqlite3) reader and writer for Frames, with the ``rosbags`` library (no ROS runtime).
 
-Topics (the ROS nodes use the same names, import them from here):
+Topics (the ROS nodes use the same names; import the constants from here):
 
-=================================  ==================================  ==========================================
-topic                              type                                content
-=================================  ==================================  ==========================================
-``/sensing/lidar/points``          sensor_msgs/msg/PointCloud2         x y z intensity float32, point_step 16
-``/sensing/camera/image_raw``      sensor_msgs/msg/Image               rgb8; absent for frames without a camera
-``/sensing/camera/camera_info``    sensor_msgs/msg/CameraInfo          K, plumb_bob D, R = I, P = [K|0], size
-``/tf_static``                     tf2_msgs/msg/TFMessage              base_link→lidar, lidar→camera, once
-``/sensing/ground_truth/objects``  visualization_msgs/msg/MarkerArray  DELETEALL + one CUBE per GT box
-=================================  ==================================  ==========================================
+- ``/sensing/lidar/points`` sensor_msgs/PointCloud2: x y z intensity float32, point_step 16.
+- ``/sensing/camera/image_raw`` sensor_msgs/Image rgb8; absent for frames without a camera.
+- ``/sensing/camera/camera_info`` sensor_msgs/CameraInfo: K, plumb_bob D, R = I, P = [K|0], size; every frame.
+- ``/tf_static`` tf2_msgs/TFMessage: base_link→lidar and lidar→camera, once (transient-local QoS).
+- ``/sensing/ground_truth/objects`` visualization_msgs/MarkerArray: DELETEALL, then one CUBE per GT box.
+- ``/sensing/ground_truth/frame_info`` std_msgs/String: JSON ``{"frame_id", "meta"}`` (scalar meta only);
+  it has no header, so its log time is the frame stamp.
 
 A ground-truth marker has ``ns`` = class, ``id`` = track id (``-(i+1)`` when unknown), pose/scale = the
 box, and ``text`` = compact JSON ``{"num_points", "occlusion", "truncation", "bbox2d"[, "velocity"]}``.
@@ -45,6 +43,8 @@ IMAGE_TOPIC = "/sensing/camera/image_raw"
 CAMERA_INFO_TOPIC = "/sensing/camera/camera_info"
 TF_STATIC_TOPIC = "/tf_static"
 GT_TOPIC = "/sensing/ground_truth/objects"
+#: Per-frame bookkeeping (frame id and scalar meta such as weather or drive), std_msgs/String JSON.
+FRAME_INFO_TOPIC = "/sensing/ground_truth/frame_info"
 #: Topic → message type of every topic the writer records.
 TOPIC_TYPES: dict[str, str] = {
     LIDAR_TOPIC: "sensor_msgs/msg/PointCloud2",
@@ -52,6 +52,7 @@ TOPIC_TYPES: dict[str, str] = {
     CAMERA_INFO_TOPIC: "sensor_msgs/msg/CameraInfo",
     TF_STATIC_TOPIC: "tf2_msgs/msg/TFMessage",
     GT_TOPIC: "visualization_msgs/msg/MarkerArray",
+    FRAME_INFO_TOPIC: "std_msgs/msg/String",
 }
 #: The per-frame sensor topics (one message per frame each, except images of camera-less frames).
 SENSOR_TOPICS: tuple[str, ...] = (LIDAR_TOPIC, IMAGE_TOPIC, CAMERA_INFO_TOPIC)
@@ -62,6 +63,8 @@ _LOOKAHEAD_NS = 1_000_000_000
 #: custom_data key holding the writer's rig YAML (keeps the rig name and LiDAR model).
 RIG_CUSTOM_KEY = "trustworthy_perception.rig"
 STORAGES = ("mcap", "sqlite3")
+#: Version of the topic layout above; bump it when the writer's output changes (caches get rebuilt).
+BAG_LAYOUT_VERSION = 2
 
 _FLOAT32 = 7
 _CLASS_COLORS = {
@@ -213,6 +216,14 @@ def boxes_to_markers(boxes: list[Box3D], stamp: int, frame_id: str) -> Any:
                                _CLASS_COLORS.get(box.label, (1.0, 1.0, 1.0)),
                                json.dumps(extra, separators=(",", ":"))))
     return _t("visualization_msgs/msg/MarkerArray")(markers=markers)
+
+
+def frame_info_msg(frame: Frame) -> Any:
+    """std_msgs/String with ``{"frame_id": ..., "meta": {...}}``; only scalar meta values are kept."""
+    meta = {k: v.item() if isinstance(v, np.generic) else v for k, v in frame.meta.items()
+            if isinstance(v, (str, int, float, bool, np.generic)) and np.ndim(v) == 0}
+    return _t("std_msgs/msg/String")(data=json.dumps({"frame_id": frame.frame_id, "meta": meta},
+                                                     separators=(",", ":")))
 
 
 # ---------------------------------------------------------------------------------------------- parsing
@@ -425,6 +436,7 @@ class BagWriter:
             self._put(IMAGE_TOPIC, image_to_msg(frame.image, image_stamp, rig.camera_frame), image_stamp)
         self._put(CAMERA_INFO_TOPIC, rig_to_camera_info(rig, image_stamp), image_stamp)
         self._put(GT_TOPIC, boxes_to_markers(frame.boxes, stamp, rig.lidar_frame), stamp)
+        self._put(FRAME_INFO_TOPIC, frame_info_msg(frame), stamp)
         self.count += 1
 
     def close(self) -> Path:
@@ -452,7 +464,7 @@ class TopicInfo:
 
     msgtype: str
     count: int
-    rate_hz: float | None = None  # (count - 1) / (last - first) of its log times, when computed
+    rate_hz: float | None = None  # 1 / median interval of its log times, when computed
 
 
 @dataclass
@@ -526,14 +538,14 @@ class BagReader:
         """Topics with message counts (and rates when ``rates``, at the cost of one pass over the bag)."""
         topics = {c.topic: TopicInfo(c.msgtype, int(c.msgcount)) for c in self._reader.connections}
         if rates:
-            first: dict[str, int] = {}
-            last: dict[str, int] = {}
+            stamps: dict[str, list[int]] = {name: [] for name in topics}
             for conn, t, _ in self._reader.messages():
-                first.setdefault(conn.topic, t)
-                last[conn.topic] = t
+                stamps[conn.topic].append(t)
             for name, ti in topics.items():
-                if ti.count > 1 and last[name] > first[name]:
-                    ti.rate_hz = (ti.count - 1) * 1e9 / (last[name] - first[name])
+                gaps = np.diff(np.asarray(stamps[name], dtype=np.int64))
+                gaps = gaps[gaps > 0]
+                if gaps.size:  # median interval: robust to gaps between the drives of a split
+                    ti.rate_hz = round(1e9 / float(np.median(gaps)), 3)
         n = self._reader.message_count
         return BagInfo(str(self.path), self.storage, int(self._reader.start_time) if n else 0,
                        int(self._reader.end_time) - 1 if n else 0, topics, dict(self.custom))
@@ -596,7 +608,8 @@ class BagReader:
         cloud_conn = self._expect_type(LIDAR_TOPIC)
         image_conn = self._by_topic.get(IMAGE_TOPIC)
         gt_conn = self._by_topic.get(GT_TOPIC)
-        side = [c for c in (image_conn, gt_conn) if c is not None]
+        info_conn = self._by_topic.get(FRAME_INFO_TOPIC)
+        side = [c for c in (image_conn, gt_conn, info_conn) if c is not None]
         for c in side:
             self._expect_type(c.topic)
         buffers: dict[str, deque[tuple[int, Any]]] = {c.topic: deque() for c in side}
@@ -644,9 +657,17 @@ class BagReader:
             has_gt = True
             boxes = markers_to_boxes(hit[1], f"{self.where(GT_TOPIC)} (stamp {hit[0]})",
                                      self._gt_to_lidar(hit[1], rig))
-        return Frame(points=points, image=image, rig=rig, stamp_ns=stamp, boxes=boxes, frame_id=f"{index:06d}",
-                     image_stamp_ns=image_stamp if image_stamp != stamp else None,
-                     meta={"source": str(self.path), "has_labels": has_gt})
+        frame_id, meta = f"{index:06d}", {}
+        if (hit := self._nearest(buffers.get(FRAME_INFO_TOPIC), stamp)) is not None:
+            try:
+                doc = json.loads(hit[1].data)
+                frame_id, meta = str(doc["frame_id"]) or frame_id, dict(doc["meta"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                raise DataError(f"frame info is not {{'frame_id', 'meta'}} JSON: {exc}",
+                                f"{self.where(FRAME_INFO_TOPIC)} (stamp {hit[0]})") from exc
+        meta.update(source=str(self.path), has_labels=has_gt)
+        return Frame(points=points, image=image, rig=rig, stamp_ns=stamp, boxes=boxes, frame_id=frame_id,
+                     image_stamp_ns=image_stamp if image_stamp != stamp else None, meta=meta)
 
     def _gt_to_lidar(self, msg: Any, rig: Rig) -> np.ndarray | None:
         frames = {str(m.header.frame_id).lstrip("/") for m in msg.markers if int(m.action) == 0}

@@ -52,7 +52,7 @@ def render_frame_png(frame: Frame, path: str | Path, title: str = "", bev_range:
     if len(pts) > max_points:
         pts = pts[np.random.default_rng(0).choice(len(pts), max_points, replace=False)]
     # BEV drawn with x (forward) to the right and y (left) up, so it lines up under the wide image.
-    ax_bev.scatter(pts[:, 0], pts[:, 1], s=0.3, c=pts[:, 2], cmap="viridis", vmin=-2.5, vmax=1.0, linewidths=0)
+    ax_bev.scatter(pts[:, 0], pts[:, 1], s=0.6, c=pts[:, 2], cmap="viridis", vmin=-2.5, vmax=1.0, linewidths=0)
     for box, c in zip(frame.boxes, corners):
         if not (x0 <= box.center[0] <= x1 and y0 <= box.center[1] <= y1):
             continue

@@ -38,9 +38,9 @@ class OodResult:
 class OodMonitor:
     """Out-of-distribution scores of detector outputs, from :class:`OodStats` fitted on training data.
 
-    ``frame`` = z(embedding) + z(mean_mahalanobis), each standardised by its mean/std over the training
-    frames; a frame without detections contributes z = 0 for its detection part (means over no detections
-    are reported as the training mean).
+    ``frame`` = z(embedding) + z(mean_mahalanobis), each standardised by its mean/std over the held-out
+    validation frames; a frame without detections contributes z = 0 for its detection part (a mean over
+    no detections is reported as the validation mean).
     """
 
     def __init__(self, stats: OodStats) -> None:

@@ -40,7 +40,7 @@ class OodStats:
     classes: tuple[str, ...]
     detection: GaussianModel  # class means (C, D) + shared precision of the per-detection query features
     frame: GaussianModel  # one mean (1, E) + precision of the frame embeddings
-    frame_norm: dict[str, tuple[float, float]]  # frame-score component -> (mean, std) over training frames
+    frame_norm: dict[str, tuple[float, float]]  # frame-score component -> (mean, std) over validation frames
     thresholds: dict[str, dict[str, float]]  # {"detection": {score: t}, "frame": {score: t}}
     tpr: float = 0.95  # ID acceptance rate the thresholds were set for
     meta: dict[str, Any] = field(default_factory=dict)  # weights_sha256, model name, data, counts, ...

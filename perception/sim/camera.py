@@ -4,6 +4,7 @@ shadows, sky gradient, weather, night, sensor noise."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -30,17 +31,33 @@ class CameraImage:
 
 
 class CameraModel:
-    """Pixel rays of a rig's camera, computed once per drive."""
+    """Pixel rays of a rig's camera and the per-size tables (cached per process, shared by drives)."""
 
     def __init__(self, rig: Rig) -> None:
         self.height, self.width = rig.height, rig.width
-        self.dirs = rig.camera_rays().reshape(-1, 3).astype(np.float32)  # LiDAR frame
+        key = (rig.width, rig.height, rig.K.tobytes(), rig.lidar_to_camera.tobytes())
+        if key not in _RAY_CACHE:
+            _RAY_CACHE.clear()
+            _RAY_CACHE[key] = rig.camera_rays().reshape(-1, 3).astype(np.float32)
+        self.dirs = _RAY_CACHE[key]  # LiDAR frame, read-only use
         self.origin = rig.camera_to_lidar[:3, 3].copy()
         self.forward = rig.camera_to_lidar[:3, 2].copy()  # optical axis in the LiDAR frame
-        self._grid = _CoarseGrid(self.height, self.width)
-        #: Gaussian noise shared by the frames of a drive (each frame reads it at a random offset).
-        self.noise_bank = np.random.default_rng(7).standard_normal(self.height * self.width * 3 + _NOISE_SLACK,
-                                                                   dtype=np.float32)
+        self._grid = _grid(self.height, self.width)
+        self.noise_bank = _noise_bank(self.height * self.width * 3 + _NOISE_SLACK)
+
+
+_RAY_CACHE: dict[tuple, np.ndarray] = {}
+
+
+@lru_cache(maxsize=2)
+def _noise_bank(size: int) -> np.ndarray:
+    """Gaussian noise shared by all frames (each frame reads it at a random offset)."""
+    return np.random.default_rng(7).standard_normal(size, dtype=np.float32)
+
+
+@lru_cache(maxsize=2)
+def _grid(h: int, w: int) -> _CoarseGrid:
+    return _CoarseGrid(h, w)
 
 
 def _sky(dirs: np.ndarray, sun: np.ndarray, tint: np.ndarray) -> np.ndarray:
@@ -93,6 +110,10 @@ class _CoarseGrid:
         corners = [(ri0[:, None] * nc + ci0[None, :]), (ri0[:, None] * nc + ci1[None, :]),
                    (ri1[:, None] * nc + ci0[None, :]), (ri1[:, None] * nc + ci1[None, :])]
         self.corners = [c.ravel()[self.fine].astype(np.int32) for c in corners]
+        #: for every pixel, the coarse sample at the top-left of its block (index into ``coarse``)
+        self.block = np.empty(h * w, dtype=np.int32)
+        self.block[self.coarse] = np.arange(len(self.coarse))
+        self.block[self.fine] = self.corners[0]
 
 
 def cast_image(fs: FrameScene, origin: np.ndarray, dirs: np.ndarray, grid: _CoarseGrid) -> Hits:
@@ -116,7 +137,7 @@ def cast_image(fs: FrameScene, origin: np.ndarray, dirs: np.ndarray, grid: _Coar
     pix, src = grid.fine[sel], c00[sel]
     n_src = hc.normal[src]
     d_pix = dirs[pix]
-    # the pixel ray meets the plane of the corner's triangle: t = n.(p_src - o) / n.d, with n.(p_src - o) = t_src n.d_src
+    # the pixel ray meets the corner triangle's plane: t = n.(p_src - o) / n.d, where n.(p_src - o) = t_src n.d_src
     num = hc.t[src] * np.einsum("ij,ij->i", n_src, dirs[grid.coarse[src]])
     denom = np.einsum("ij,ij->i", n_src, d_pix)
     ok = denom < -1e-4
@@ -156,26 +177,30 @@ def render_camera(world: World, fs: FrameScene, cam: CameraModel, world_from_lid
     sun = world.sun.astype(np.float32)
     rgb = np.empty((n, 3), np.float32)
     if night:
-        light = 0.012 * (0.6 + 0.4 * normal[:, 2])
-        cone = np.clip((dot3(d_hit, rot @ cam.forward) - 0.9) / 0.1, 0, 1)
-        head = 3.0 * cone * np.abs(np.einsum("ij,ij->i", normal, d_hit)) / np.maximum(t, 2.0) ** 2
+        light = 0.0025 * (0.6 + 0.4 * normal[:, 2])  # moonlight / city glow
+        cone = np.clip((dot3(d_hit, rot @ cam.forward) - 0.93) / 0.07, 0, 1) ** 2  # ego headlights
+        head = 5.0 * cone * np.abs(np.einsum("ij,ij->i", normal, d_hit)) / np.maximum(t, 3.0) ** 2
         col = albedo * (light + head)[:, None]
-        lamp = kind == mat.KIND_RETRO
+        lamp = fs.attrs.material[tri] == mat.MATERIAL_ID[mat.LAMP.name]  # street and vehicle lamps glow
         col[lamp] += 2.0 * fs.attrs.albedo[tri[lamp]]
+        retro = kind == mat.KIND_RETRO  # signs and plates shine back in the headlights
+        col[retro] += (4.0 * head[retro])[:, None] * fs.attrs.albedo[tri[retro]]
         rgb[:] = NIGHT_SKY
     else:
         ndl = np.clip(dot3(normal, sun), 0.0, None)
         lit = ndl > 0
         if shadows and weather.sun_scale > 0.2:
-            lit = _sun_visibility(fs, p, normal, ndl, idx, w, n, sun)
-        ambient = np.float32(0.32 * (1.0 + 0.6 * (1 - weather.sun_scale))) * (0.65 + 0.35 * normal[:, 2])
-        direct = np.float32(1.25 * weather.sun_scale) * ndl * lit
+            lit = _sun_visibility(fs, hits, origin, dirs, sun, cam._grid)[idx] & lit
+        ambient = np.float32(0.24 * (1.0 + 1.2 * (1 - weather.sun_scale))) * (0.65 + 0.35 * normal[:, 2])
+        direct = np.float32(1.6 * weather.sun_scale) * ndl * lit
         col = albedo * (ambient + direct)[:, None]
         glass = kind == mat.KIND_GLASS
         if glass.any():
             d, nn = d_hit[glass], normal[glass]
-            refl_dir = d - 2 * np.einsum("ij,ij->i", d, nn)[:, None] * nn
-            col[glass] += 0.22 * _sky(refl_dir, sun, world.sky_tint)
+            cos_i = np.einsum("ij,ij->i", d, nn)
+            refl_dir = d - 2 * cos_i[:, None] * nn
+            fresnel = 0.04 + 0.5 * (1.0 - np.abs(cos_i)) ** 5  # Schlick-like: stronger at grazing angles
+            col[glass] += (0.6 * fresnel)[:, None] * _sky(refl_dir, sun, world.sky_tint)
         miss = ~hits.hit
         rgb[miss] = _sky(dirs[miss], sun, world.sky_tint)
     rgb[idx] = col
@@ -187,33 +212,30 @@ def render_camera(world: World, fs: FrameScene, cam: CameraModel, world_from_lid
     return CameraImage(image=img, geom=hits.geom.reshape(h, w), depth=depth.reshape(h, w))
 
 
-def _sun_visibility(fs: FrameScene, p: np.ndarray, normal: np.ndarray, ndl: np.ndarray, idx: np.ndarray,
-                    width: int, n_pixels: int, sun: np.ndarray) -> np.ndarray:
-    """Sun visibility of hit pixels, from shadow rays cast on every second row and column."""
-    rows, cols = idx // width, idx % width
-    probe = (rows % 2 == 0) & (cols % 2 == 0) & (ndl > 0)
-    lit_probe = np.ones(len(idx), dtype=bool)
-    if probe.any():
-        origins = (p[probe] + normal[probe] * 0.03).astype(np.float32)
-        dirs = np.broadcast_to(sun.astype(np.float32), origins.shape)
-        lit_probe[probe] = ~fs.occluded(origins, dirs, max_t=200.0)
-    # each pixel takes the value of its block's top-left probe (if that pixel hit something)
-    key = np.full(n_pixels, -1, dtype=np.int64)
-    key[idx] = np.arange(len(idx))
-    src = key[(rows // 2 * 2) * width + cols // 2 * 2]
-    lit = np.where(src >= 0, lit_probe[np.maximum(src, 0)], True)
-    return lit & (ndl > 0)
+def _sun_visibility(fs: FrameScene, hits: Hits, origin: np.ndarray, dirs: np.ndarray, sun: np.ndarray,
+                    grid: _CoarseGrid) -> np.ndarray:
+    """(N,) bool sun visibility per pixel: shadow rays from the coarse samples, shared by their 2x2 blocks."""
+    c = grid.coarse
+    normal = hits.normal[c]
+    probe = np.flatnonzero(hits.hit[c] & (dot3(normal, sun) > 0))
+    lit_c = np.ones(len(c), dtype=bool)
+    if len(probe):
+        pc = c[probe]
+        origins = origin + dirs[pc] * hits.t[pc][:, None] + normal[probe] * np.float32(0.03)
+        lit_c[probe] = ~fs.occluded(origins, np.broadcast_to(sun, origins.shape), max_t=200.0)
+    return lit_c[grid.block]
 
 
 _GAMMA_LUT_SIZE = 4096
 
 
 def _tone_lut(night: bool) -> np.ndarray:
-    """Linear radiance (quantised on [0, 4)) -> 8-bit value: filmic shoulder, night gain, gamma 2.2."""
-    x = np.arange(_GAMMA_LUT_SIZE, dtype=np.float64) * (4.0 / _GAMMA_LUT_SIZE)
+    """Radiance -> 8-bit value (filmic shoulder, night gain, gamma 2.2), indexed by sqrt(radiance / 4)
+    so that dark values are finely quantised."""
+    x = 4.0 * (np.arange(_GAMMA_LUT_SIZE, dtype=np.float64) / _GAMMA_LUT_SIZE) ** 2
     y = 1.0 - np.exp(-1.6 * x)
     if night:
-        y = np.clip(y * 5.0, 0.0, 1.0)
+        y = np.clip(y * 4.0, 0.0, 1.0)
     return (np.power(y, 1.0 / 2.2) * 255.0).astype(np.float32)
 
 
@@ -223,7 +245,8 @@ _LUTS = {False: _tone_lut(False), True: _tone_lut(True)}
 def _develop(rgb: np.ndarray, rng: np.random.Generator, noise_std: float, night: bool,
              bank: np.ndarray) -> np.ndarray:
     """Tone-map, gamma, slight optical blur, sensor noise (from ``bank`` at a random offset), quantise to uint8."""
-    q = np.clip(rgb * (_GAMMA_LUT_SIZE / 4.0), 0, _GAMMA_LUT_SIZE - 1).astype(np.int32)
+    q = np.sqrt(np.clip(rgb, 0.0, 4.0) * np.float32(0.25))
+    q = np.minimum(q * np.float32(_GAMMA_LUT_SIZE) + np.float32(0.5), _GAMMA_LUT_SIZE - 1).astype(np.int32)
     x = _LUTS[night][q]
     x[1:-1] = 0.5 * x[1:-1] + 0.25 * (x[:-2] + x[2:])
     x[:, 1:-1] = 0.5 * x[:, 1:-1] + 0.25 * (x[:, :-2] + x[:, 2:])

@@ -18,7 +18,7 @@ from perception.sim.camera import CameraModel, render_camera
 from perception.sim.labels import ground_truth
 from perception.sim.lidar import BeamPattern, render_lidar
 from perception.sim.options import SceneOptions
-from perception.sim.raycast import FrameScene, SceneAttributes
+from perception.sim.raycast import FrameScene, SceneAttributes, set_ray_threads
 from perception.sim.weather import WeatherModel
 from perception.sim.world import FRAME_DT, World, generate_world
 
@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 EPOCH_NS = 1_700_000_000_000_000_000  # stamp of a drive's first frame
 FRAME_NS = int(FRAME_DT * 1e9)
 DRIVE_NS = 600_000_000_000  # iter_split spaces drives of a split 10 min apart
+_SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 #: Disjoint seed bases of the dataset splits.
 SPLIT_SEEDS: dict[str, int] = {"train": 1_000_003, "val": 2_000_003, "calib": 3_000_017, "test": 4_000_037,
                                "ood": 5_000_011}
@@ -54,13 +55,14 @@ class DriveRenderer:
     def frame(self, index: int, seed: int) -> Frame:
         """Render frame ``index`` (time ``index * 0.1 s``); ``seed`` drives the sensor noise."""
         timings: dict[str, float] = {}
-        tick = time.perf_counter()
+        cpu: dict[str, float] = {}
+        tick, ctick = time.perf_counter(), time.process_time()
 
         def lap(name: str) -> None:
-            nonlocal tick
-            now = time.perf_counter()
-            timings[name] = (now - tick) * 1e3
-            tick = now
+            nonlocal tick, ctick
+            now, cnow = time.perf_counter(), time.process_time()
+            timings[name], cpu[name] = (now - tick) * 1e3, (cnow - ctick) * 1e3
+            tick, ctick = now, cnow
 
         rng_lidar = np.random.default_rng([seed, index, 1])
         rng_cam = np.random.default_rng([seed, index, 2])
@@ -86,11 +88,12 @@ class DriveRenderer:
             frame_id=f"sim_{seed}_f{index:02d}",
             meta={
                 "source": "sim", "seed": seed, "index": index, "scene_type": world.scene_type,
-                "weather": opts.weather, "weather_intensity": opts.weather_intensity if opts.weather != "clear" else 0.0,
+                "weather": opts.weather,
+                "weather_intensity": opts.weather_intensity if opts.weather != "clear" else 0.0,
                 "night": opts.night, "camera_missing": opts.camera_missing,
                 "lidar_blackout_deg": opts.lidar_blackout_deg, "channels": len(self.pattern.elevations),
                 "ego_speed": float(speed), "world_from_lidar": pose, "visible_share": shares,
-                "timings_ms": timings,
+                "timings_ms": timings, "cpu_ms": cpu,
             },
         )
 
@@ -128,10 +131,8 @@ def _render_drive(args: tuple[Rig, str, int, int, int, SceneOptions | None]) -> 
 
 
 def _init_worker() -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import open3d as o3d
-
-    o3d.utility.set_max_threads(1) if hasattr(o3d.utility, "set_max_threads") else None
+    """Each worker renders on one core (the pool supplies the parallelism)."""
+    set_ray_threads(1)
 
 
 def iter_split(rig: Rig, split: str, n_frames: int, seed: int = 0, options: SceneOptions | None = None,
@@ -154,7 +155,18 @@ def iter_split(rig: Rig, split: str, n_frames: int, seed: int = 0, options: Scen
             yield from _render_drive(job)
         return
     ctx = mp.get_context("spawn")
-    pool = ctx.Pool(min(workers, len(jobs)), initializer=_init_worker)
+    # Workers inherit the environment at spawn: single-threaded BLAS / OpenMP (threaded BLAS on thin arrays
+    # is many times slower on a busy machine), restored afterwards for this process.
+    saved = {k: os.environ.get(k) for k in _SINGLE_THREAD_ENV}
+    os.environ.update(_SINGLE_THREAD_ENV)
+    try:
+        pool = ctx.Pool(min(workers, len(jobs)), initializer=_init_worker)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     try:
         pending: deque = deque()
         todo = iter(jobs)

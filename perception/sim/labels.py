@@ -12,7 +12,7 @@ from perception.sim.world import World
 
 MAX_LABEL_RANGE = 80.0  # metres (horizontal distance from the LiDAR), like KITTI
 VISIBLE_SHARE_LEVELS = (0.8, 0.4)  # visible share >= 0.8 -> occlusion 0, >= 0.4 -> 1, else 2
-OCCLUSION_RAYS_PER_OBJECT = 3000  # pixel rays sampled per object to measure its unoccluded silhouette
+OCCLUSION_RAYS_PER_OBJECT = 1500  # pixel rays sampled per object to measure its unoccluded silhouette
 
 
 def _wrap(a: float) -> float:

@@ -86,7 +86,8 @@ class BeamPattern:
             )
         except (TypeError, ValueError, KeyError) as exc:
             raise ConfigError(f"invalid beam pattern: {exc}", where) from exc
-        if not 1.0 <= pattern.max_range <= 1000 or not 0 <= pattern.range_noise_std <= 1 or not 0 <= pattern.dropout < 1:
+        p = pattern
+        if not (1.0 <= p.max_range <= 1000 and 0 <= p.range_noise_std <= 1 and 0 <= p.dropout < 1):
             raise ConfigError("max_range must be in [1, 1000] m, range_noise_std in [0, 1] m, dropout in [0, 1)", where)
         return pattern
 
@@ -138,7 +139,7 @@ def render_lidar(world: World, fs: FrameScene, world_from_lidar: np.ndarray, pat
     wet = weather.surface_wetness
     if wet > 0:
         refl = refl * (1.0 - 0.45 * wet * (hits.normal[idx, 2] > 0.7))
-    intensity = refl * (0.75 + 0.25 * cos_inc) * rng.lognormal(0.0, 0.2, len(idx))
+    intensity = refl * (0.75 + 0.25 * cos_inc) * rng.lognormal(0.0, 0.25, len(idx))
     retro = kind == mat.KIND_RETRO
     intensity[retro] = np.maximum(intensity[retro], refl[retro] * rng.uniform(0.85, 1.0, retro.sum()))
     intensity *= np.exp(-2.0 * weather.lidar_extinction * r_hit)

@@ -35,7 +35,7 @@ class SceneOptions:
     cars: tuple[int, int] = (3, 13)
     vans: tuple[int, int] = (0, 2)
     trucks: tuple[int, int] = (0, 1)
-    pedestrians: tuple[int, int] = (1, 7)
+    pedestrians: tuple[int, int] = (2, 8)
     cyclists: tuple[int, int] = (0, 3)
     background_density: float = 0.8  # objects behind / beyond the forward zone, relative to the forward density
     unknown_objects: dict[str, int] = field(default_factory=dict)  # OOD class name -> count

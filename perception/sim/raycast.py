@@ -10,6 +10,12 @@ import open3d as o3d
 from perception.sim.world import World
 
 INVALID = o3d.t.geometry.RaycastingScene.INVALID_ID
+_THREADS = {"n": 0}  # Open3D ray-casting threads (0 = all cores)
+
+
+def set_ray_threads(n: int) -> None:
+    """Threads Open3D may use per ray cast (0 = all cores; 1 = single-core rendering)."""
+    _THREADS["n"] = int(n)
 
 
 def rotate(v: np.ndarray, r: np.ndarray) -> np.ndarray:
@@ -83,7 +89,7 @@ class FrameScene:
         rays = np.empty((len(dirs), 6), dtype=np.float32)
         rays[:, :3] = origins
         rays[:, 3:] = dirs
-        out = self.scene.cast_rays(o3d.core.Tensor(rays))
+        out = self.scene.cast_rays(o3d.core.Tensor(rays), nthreads=_THREADS["n"])
         t = out["t_hit"].numpy()
         gid = out["geometry_ids"].numpy()
         hit = gid != INVALID
@@ -101,7 +107,8 @@ class FrameScene:
         rays = np.empty((len(dirs), 6), dtype=np.float32)
         rays[:, :3] = origins
         rays[:, 3:] = dirs
-        return self.scene.test_occlusions(o3d.core.Tensor(rays), tfar=float(max_t)).numpy().astype(bool)
+        return self.scene.test_occlusions(o3d.core.Tensor(rays), tfar=float(max_t),
+                                          nthreads=_THREADS["n"]).numpy().astype(bool)
 
     def actor_coverage(self, origin: np.ndarray, dirs: np.ndarray, actor_index: np.ndarray) -> np.ndarray:
         """(N,) bool: does ray i pass through actor ``actor_index[i]`` at all (ignoring every occluder)?"""
@@ -116,7 +123,7 @@ class FrameScene:
         rays = np.empty((len(dirs), 6), dtype=np.float32)
         rays[:, :3] = origin
         rays[:, 3:] = dirs
-        out = self._actors_only.list_intersections(o3d.core.Tensor(rays))
+        out = self._actors_only.list_intersections(o3d.core.Tensor(rays), nthreads=_THREADS["n"])
         ray_ids = out["ray_ids"].numpy().astype(np.int64)
         actor = self._actors_only_lut[out["geometry_ids"].numpy().astype(np.int64)]
         covered = np.zeros(len(dirs), dtype=bool)

@@ -123,7 +123,7 @@ class _Populator:
 
     def place(self, label: str, mesh: ActorMesh, line: _Line, s_range: tuple[float, float], gap: float = 1.0,
               yaw_offset: float | None = None, vs: float | None = None, along: float | None = None,
-              tries: int = 12, s_fixed: float | None = None) -> Actor | None:
+              tries: int = 12, s_fixed: float | None = None, d_offset: float = 0.0) -> Actor | None:
         """Put ``mesh`` on ``line`` at a free s in ``s_range``; returns the actor or None when full."""
         yaw = line.yaw_offset if yaw_offset is None else yaw_offset
         speed = line.vs if vs is None else vs
@@ -133,7 +133,7 @@ class _Populator:
             lo, hi = self._sweep(line, s, length, gap, speed)
             if line.free(lo, hi):
                 line.reserve(lo, hi)
-                return self.add_actor(label, mesh, Track(s, line.d, speed, 0.0, yaw, line.z))
+                return self.add_actor(label, mesh, Track(s, line.d + d_offset, speed, 0.0, yaw, line.z))
         return None
 
     def add_actor(self, label: str, mesh: ActorMesh, track: Track) -> Actor:
@@ -160,10 +160,6 @@ def _make_road(rng: np.random.Generator, opts: SceneOptions, scene: str, s_range
     k = 0.0 if rng.random() < 0.4 or opts.max_curvature == 0 else float(
         rng.choice([-1, 1]) * rng.uniform(0.15, 1.0) * opts.max_curvature)
     return Road(curvature=k, lane_width=float(rng.uniform(3.0, 3.7)), right=side(), left=side(), s_range=s_range)
-
-
-def _vehicle(rng: np.random.Generator, label: str) -> ActorMesh:
-    return M.ACTOR_BUILDERS[label](rng)
 
 
 def generate_world(rng: np.random.Generator, opts: SceneOptions, n_frames: int) -> World:
@@ -205,12 +201,16 @@ def generate_world(rng: np.random.Generator, opts: SceneOptions, n_frames: int) 
             pop.building_lines[sg].reserve(a - 1, b + 1)
     ego_line = pop.lines[f"lane-1_{ego_lane}"]
     ego_line.reserve(-6.0, 6.0)
-    ego = Track(0.0, ego_line.d, ego_speed, 0.0, 0.0, 0.0)
+    ego = Track(0.0, ego_line.d + float(np.clip(rng.normal(0, 0.15), -0.4, 0.4)), ego_speed, 0.0, 0.0, 0.0)
 
-    # ---- unknown (OOD) objects first: they reserve their lines
+    # ---- unknown (OOD) objects first (they reserve their lines), from their own random stream so that
+    # the rest of the world stays as it would be without them
+    ood_rng = np.random.default_rng(int(rng.integers(2**62)))
+    pop.rng = ood_rng
     for label, count in sorted(opts.unknown_objects.items()):
         for _ in range(count):
-            _place_unknown(pop, rng, label, travel, scene)
+            _place_unknown(pop, ood_rng, label, travel, scene)
+    pop.rng = rng
 
     # ---- traffic: forward zone with the option counts, background with the same density
     zones = [(FORWARD_ZONE, 1.0, False), ((s_range[0] + 5, FORWARD_ZONE[0]), opts.background_density, True),
@@ -229,7 +229,7 @@ def generate_world(rng: np.random.Generator, opts: SceneOptions, n_frames: int) 
     sun_el, sun_az = np.deg2rad(rng.uniform(20, 65)), rng.uniform(-np.pi, np.pi)
     sun = np.array([np.cos(sun_el) * np.cos(sun_az), np.cos(sun_el) * np.sin(sun_az), np.sin(sun_el)])
     return World(road=road, static=static, actors=pop.actors, ego=ego, sun=sun, scene_type=scene,
-                 exposure=float(rng.uniform(0.6, 1.0)), sky_tint=rng.uniform(0.9, 1.1, 3))
+                 exposure=float(rng.uniform(0.5, 0.9)), sky_tint=rng.uniform(0.9, 1.1, 3))
 
 
 def _populate(pop: _Populator, rng: np.random.Generator, label: str, n: int, s_range: tuple[float, float]) -> None:
@@ -239,19 +239,24 @@ def _populate(pop: _Populator, rng: np.random.Generator, label: str, n: int, s_r
         if placed >= n:
             return
         if label in ("Car", "Van", "Truck"):
-            choices = [("lane", 0.45), ("park", 0.45 if label != "Truck" else 0.2), ("lot", 0.2 if label == "Car" else 0)]
+            choices = [("lane", 0.45), ("park", 0.45 if label != "Truck" else 0.2),
+                       ("lot", 0.2 if label == "Car" else 0)]
             choices = [(k, w) for k, w in choices if w > 0 and pop.lines_of(k)]
-            kind = choices[rng.choice(len(choices), p=np.array([w for _, w in choices]) / sum(w for _, w in choices))][0]
+            weights = np.array([w for _, w in choices])
+            kind = choices[rng.choice(len(choices), p=weights / weights.sum())][0]
             lines = pop.lines_of(kind)
             line = lines[int(rng.integers(len(lines)))]
-            mesh = _vehicle(rng, label)
-            yaw = None
-            if kind == "park":
+            mesh = M.ACTOR_BUILDERS[label](rng)
+            yaw, d_off = None, 0.0
+            if kind == "lane":  # drivers are not perfectly centred
+                yaw = line.yaw_offset + float(rng.normal(0, 0.015))
+                d_off = float(np.clip(rng.normal(0, 0.2), -0.5, 0.5))
+            elif kind == "park":
                 yaw = line.yaw_offset + float(rng.normal(0, 0.04))
             elif kind == "lot":
                 yaw = line.yaw_offset + float(rng.choice([0.0, np.pi])) + float(rng.normal(0, 0.05))
             gap = float(rng.uniform(0.8, 6.0)) if kind != "lane" else float(rng.uniform(3.0, 15.0))
-            ok = pop.place(label, mesh, line, s_range, gap=gap, yaw_offset=yaw) is not None
+            ok = pop.place(label, mesh, line, s_range, gap=gap, yaw_offset=yaw, d_offset=d_off) is not None
         elif label == "Cyclist":
             line = pop.lines_of("bike")[int(rng.integers(2))]
             yaw = line.yaw_offset + (np.pi if rng.random() < 0.1 else 0.0)
@@ -290,7 +295,8 @@ def _populate(pop: _Populator, rng: np.random.Generator, label: str, n: int, s_r
 def _place_unknown(pop: _Populator, rng: np.random.Generator, label: str, travel: float, scene: str) -> None:
     """Place one out-of-distribution object in or near the drive's view."""
     road = pop.road
-    ahead = (max(10.0, travel + 10.0), max(40.0, travel + 35.0))
+    ahead = (max(12.0, travel + 10.0), max(40.0, travel + 35.0))
+    ahead_far = (max(22.0, travel + 15.0), max(42.0, travel + 40.0))  # off-road objects: far enough to be in view
     sg = int(rng.choice([-1, 1]))
     side = road.side(sg)
     terrain = _Line(road.curb(sg) + sg * (side.sidewalk + float(rng.uniform(1.5, 4.0))), CURB_HEIGHT, 0.0, 0.0)
@@ -311,7 +317,7 @@ def _place_unknown(pop: _Populator, rng: np.random.Generator, label: str, travel
                 if pop.place(label, mesh, line, ahead, gap=2.0, vs=0.0, yaw_offset=yaw):
                     return
             else:
-                s = float(rng.uniform(*ahead))
+                s = float(rng.uniform(*ahead_far))
                 if pop.building_lines[sg].free(s - 3, s + 3):
                     pop.building_lines[sg].reserve(s - 3, s + 3)
                     pop.add_actor(label, mesh, Track(s, terrain.d, 0.0, 0.0, yaw, CURB_HEIGHT))
@@ -338,7 +344,7 @@ def _place_unknown(pop: _Populator, rng: np.random.Generator, label: str, travel
                 if pop.place(label, mesh, line, ahead, gap=1.5, yaw_offset=line.yaw_offset):
                     return
             else:
-                s = float(rng.uniform(*ahead))
+                s = float(rng.uniform(*ahead_far))
                 half = mesh.extent[0] / 2 + 1
                 depth = mesh.extent[1] / 2 + 0.5
                 d = road.curb(sg) + sg * (side.sidewalk + depth + 0.5)
@@ -368,7 +374,8 @@ def _scenery(rng: np.random.Generator, road: Road, pop: _Populator, scene: str, 
         while s < s1:
             if scene == "city":
                 width, gap = float(rng.uniform(10, 28)), float(rng.choice([0.0, 0.0, rng.uniform(2, 8)]))
-                setback, height, depth = float(rng.uniform(0.0, 1.5)), float(rng.uniform(8, 24)), float(rng.uniform(10, 20))
+                setback, height = float(rng.uniform(0.0, 1.5)), float(rng.uniform(8, 24))
+                depth = float(rng.uniform(10, 20))
             elif scene == "residential":
                 width, gap = float(rng.uniform(8, 15)), float(rng.uniform(4, 12))
                 setback, height, depth = float(rng.uniform(3, 10)), float(rng.uniform(5, 9)), float(rng.uniform(8, 12))

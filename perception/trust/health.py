@@ -164,7 +164,7 @@ def image_metrics(image: np.ndarray, stride: int = 2) -> dict[str, float]:
 
 # ---------------------------------------------------------------------- streams
 class RateEstimator:
-    """Message rate over a sliding window of receive times (seconds, any monotonic clock)."""
+    """Message rate over a sliding window of times (seconds: header stamps or arrival times)."""
 
     def __init__(self, window_s: float = 2.0, max_samples: int = 1000) -> None:
         self.window_s = window_s
@@ -209,8 +209,8 @@ class _Stream:
 class HealthMonitor:
     """Tracks the LiDAR and camera streams and their skew; :meth:`checks` grades them against limits.
 
-    Times are seconds: ``receive`` and ``now`` on one monotonic clock (rates, staleness), ``stamp`` the
-    message header stamp (skew between sensors).
+    Times are seconds: ``receive`` and ``now`` on one monotonic clock (staleness), ``stamp`` the message
+    header stamp (rate over a window of stamps, skew between sensors).
     """
 
     SENSORS = ("lidar", "camera")
@@ -230,7 +230,7 @@ class HealthMonitor:
         (a node replaying a bag measures arrivals on wall time and latency on the bag's clock).
         """
         stream = self._streams[sensor]
-        stream.rate.add(receive)
+        stream.rate.add(stamp)  # the sensor's own rate: also right for a bag replayed slower or faster
         stream.last_receive = receive
         stream.last_stamp = stamp
         stream.latency = receive - stamp if latency is None else latency
@@ -251,9 +251,10 @@ class HealthMonitor:
             if stream.last_receive is None or now - stream.last_receive > self.stale_after_s:
                 age = "never received" if stream.last_receive is None else \
                     f"no message for {now - stream.last_receive:.2f} s"
-                out.append(Check(sensor, "rate_hz", stream.rate.rate(now), Level.STALE, age))
+                out.append(Check(sensor, "rate_hz", 0.0, Level.STALE, age))
                 continue
-            values = {"rate_hz": stream.rate.rate(now), "latency_s": stream.latency, **stream.metrics}
+            rate = stream.rate.rate(stream.last_stamp)
+            values = {"rate_hz": rate, "latency_s": stream.latency, **stream.metrics}
             for metric, limit in limits.items():
                 if metric in values:
                     out.append(self._grade(sensor, metric, values[metric], limit))

@@ -1,0 +1,128 @@
+"""Fit OOD statistics: Gaussians on training-split features, thresholds at 95 % TPR on validation.
+
+Training data are the detector's training cache (``data/cache/<model>/train_*``, no simulation needed)
+or, without it, freshly simulated ``train`` frames; validation is the ``val`` cache or ``sim:val``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from perception.detector.api import FusionDetector
+from perception.detector.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from perception.detector.config import DetectorConfig
+from perception.errors import DataError
+from perception.ood.collect import FeatureSet, collect_frames, collect_samples
+from perception.ood.gaussian import fit_gaussian_model
+from perception.ood.metrics import threshold_at_tpr
+from perception.ood.monitor import FRAME_COMPONENTS, OodMonitor
+from perception.ood.stats import OodStats, file_sha256
+
+log = logging.getLogger(__name__)
+
+#: Detections below this raw score are not used to fit or to set thresholds (they are mostly background).
+DEFAULT_MIN_SCORE = 0.1
+
+
+def score_feature_set(monitor: OodMonitor, fs: FeatureSet) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``(detection scores (N,) per name, frame scores (F,) per name)`` of a collected :class:`FeatureSet`."""
+    det = monitor.detection_scores(fs.features, fs.logits, where="feature set")
+    frames: dict[str, list[float]] = {}
+    for k in range(fs.num_frames):
+        rows = fs.frame_index == k
+        for name, v in monitor.frame_scores(fs.embeddings[k], {n: s[rows] for n, s in det.items()}).items():
+            frames.setdefault(name, []).append(v)
+    return det, {name: np.asarray(v) for name, v in frames.items()}
+
+
+def id_detections(fs: FeatureSet, classes: tuple[str, ...], min_score: float) -> np.ndarray:
+    """(N,) mask of detections matched to a known-class ground-truth box with score >= ``min_score``."""
+    return np.isin(fs.matched, list(classes)) & (fs.scores >= min_score)
+
+
+def fit_stats(train: FeatureSet, val: FeatureSet, classes: tuple[str, ...], min_score: float = DEFAULT_MIN_SCORE,
+              tpr: float = 0.95, meta: dict | None = None) -> OodStats:
+    """Fit class Gaussians (detections matched to known classes) and the frame-embedding Gaussian on
+    ``train``; standardise the frame components and set every threshold at ``tpr`` on ``val``."""
+    keep = id_detections(train, classes, min_score)
+    if keep.sum() < 2 * len(classes):
+        raise DataError(f"only {int(keep.sum())} training detections matched to {classes} with score >= "
+                        f"{min_score}; is the model trained?", "fit_stats.train")
+    labels = np.array([classes.index(c) for c in train.matched[keep]])
+    det_model = fit_gaussian_model(train.features[keep], labels, len(classes), where="fit_stats.train.features")
+    frame_model = fit_gaussian_model(train.embeddings, where="fit_stats.train.embeddings")
+    stats = OodStats(classes=tuple(classes), detection=det_model, frame=frame_model,
+                     frame_norm={k: (0.0, 1.0) for k in FRAME_COMPONENTS}, thresholds={}, tpr=tpr, meta=meta or {})
+    # Standardise the frame components on held-out validation frames (training-set distances are biased
+    # low, in-sample), then set every threshold at `tpr` of the validation detections / frames.
+    val_det = OodMonitor(stats).detection_scores(val.features, val.logits, where="fit_stats.val")
+    norm: dict[str, tuple[float, float]] = {}
+    for name, values in val_det.items():
+        per_frame = [values[val.frame_index == k] for k in range(val.num_frames)]
+        norm[f"mean_{name}"] = _mean_std(np.array([v.mean() for v in per_frame if len(v)]))
+    norm["embedding"] = _mean_std(frame_model.distances(val.embeddings, "fit_stats.val.embeddings")[:, 0])
+    stats.frame_norm = norm
+    _, val_frame = score_feature_set(OodMonitor(stats), val)
+    val_keep = id_detections(val, classes, min_score)
+    if not val_keep.any():
+        raise DataError(f"no validation detections matched to {classes} with score >= {min_score}", "fit_stats.val")
+    stats.thresholds = {
+        "detection": {name: threshold_at_tpr(v[val_keep], tpr) for name, v in val_det.items()},
+        "frame": {name: threshold_at_tpr(v, tpr) for name, v in val_frame.items()},
+    }
+    per_class = {c: int((train.matched[keep] == c).sum()) for c in classes}
+    stats.meta.setdefault("fitted_on", {}).update({
+        "train_frames": train.num_frames, "train_detections": per_class, "val_frames": val.num_frames,
+        "val_detections": int(val_keep.sum()), "min_score": min_score})
+    return stats
+
+
+def _mean_std(v: np.ndarray) -> tuple[float, float]:
+    if len(v) == 0:
+        return 0.0, 1.0
+    return float(np.mean(v)), float(max(np.std(v), 1e-6))
+
+
+def _evenly(paths: list[Path], n: int) -> list[Path]:
+    if n >= len(paths):
+        return paths
+    return [paths[i] for i in np.linspace(0, len(paths) - 1, n).round().astype(int)]
+
+
+def split_features(detector: FusionDetector, cfg: DetectorConfig, split: str, n_frames: int) -> tuple[FeatureSet, str]:
+    """Features of ``n_frames`` frames of ``split`` (train | val): from the training cache when present
+    (evenly spaced samples), otherwise simulated. Returns the set and a description of its source."""
+    from perception.detector.train import cache_dir
+
+    root = cache_dir(cfg, split)
+    paths = sorted(p for p in root.glob("*.npz") if not p.name.endswith(".tmp.npz")) if root.is_dir() else []
+    if paths:
+        chosen = _evenly(paths, n_frames)
+        log.info("%s features from %d cached samples in %s", split, len(chosen), root)
+        return collect_samples(detector, chosen, desc=f"ood {split}"), f"cache:{root.name} ({len(chosen)} frames)"
+    from perception.eval.evaluate import DEFAULT_RIG
+    from perception.rig import Rig
+    from perception.sim import iter_split
+
+    log.info("no cache at %s; simulating %d %s frames", root, n_frames, split)
+    t = cfg.train
+    frames = iter_split(Rig.from_yaml(DEFAULT_RIG), split, n_frames, seed=t.seed, frames_per_drive=t.frames_per_drive)
+    return collect_frames(detector, frames, n_frames, desc=f"ood {split}"), f"sim:{split} ({n_frames} frames)"
+
+
+def fit_model_dir(model_dir: str | Path, train_frames: int = 400, val_frames: int = 100,
+                  min_score: float = DEFAULT_MIN_SCORE, tpr: float = 0.95,
+                  detector: FusionDetector | None = None) -> OodStats:
+    """Run the model in ``model_dir`` over train/val data and fit its OOD statistics (not saved)."""
+    model_dir = Path(model_dir)
+    detector = detector or FusionDetector.load(model_dir)
+    cfg = DetectorConfig.from_yaml(model_dir / CONFIG_FILE)
+    train, train_src = split_features(detector, cfg, "train", train_frames)
+    val, val_src = split_features(detector, cfg, "val", val_frames)
+    meta = {"model": cfg.model.name, "weights_sha256": file_sha256(model_dir / WEIGHTS_FILE),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "fitted_on": {"train": train_src, "val": val_src}}
+    return fit_stats(train, val, tuple(cfg.model.classes), min_score=min_score, tpr=tpr, meta=meta)

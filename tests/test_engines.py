@@ -1,0 +1,236 @@
+"""Backend registry, artifact integrity, the TensorRT engine cache (pure Python) and the small converters.
+
+GPU backends (ONNX Runtime CUDA / TensorRT providers, native TensorRT) are skipped with a reason when the
+machine has none; the cache-key and refusal logic is tested without TensorRT.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from perception.engines import artifacts as art
+from perception.engines.cache import CacheMiss, EngineCache, EngineKey
+from perception.engines.fp16 import to_fp16, topological_sort
+from perception.engines.onnxruntime_engine import OnnxRuntimeEngine
+from perception.engines.quantize import detection_errors
+from perception.engines.registry import BACKENDS, available_backends, default_backend, load_engine, runtime_missing
+from perception.errors import EngineError
+from perception.frame import Box3D, Detection
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = REPO / "models" / "fusion_default"
+
+
+@pytest.fixture()
+def model_dir(tmp_path) -> Path:
+    """A copy of the shipped model directory without any export."""
+    if not MODEL.is_dir():
+        pytest.skip(f"no model at {MODEL}")
+    dst = tmp_path / "model"
+    shutil.copytree(MODEL, dst, ignore=shutil.ignore_patterns("export", "checkpoints", "report"))
+    return dst
+
+
+def _write_artifact(model_dir: Path, name: str, data: bytes) -> Path:
+    path = art.export_dir(model_dir) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    art.record_artifact(model_dir, path)
+    return path
+
+
+def test_unknown_backend_lists_available_ones(model_dir):
+    with pytest.raises(EngineError, match="unknown backend 'tflite'") as info:
+        load_engine(model_dir, backend="tflite")
+    assert "available here: torch" in str(info.value)
+    assert "onnxruntime-int8" in str(info.value)  # the full list is named too
+
+
+def test_backend_without_export_says_how_to_make_it(model_dir):
+    assert available_backends(model_dir) == ["torch"]
+    with pytest.raises(EngineError, match=r"perception export --int8"):
+        load_engine(model_dir, backend="onnxruntime-int8")
+    assert default_backend(model_dir) == "torch"
+
+
+def test_torch_backend_loads_through_the_registry(model_dir):
+    engine = load_engine(model_dir, backend="torch", num_threads=1)
+    assert engine.name == "torch"
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime-cuda", "onnxruntime-trt", "onnxruntime-fp16", "tensorrt"])
+def test_gpu_backend_without_gpu_is_a_clear_error(model_dir, backend):
+    if runtime_missing(backend) is None:
+        pytest.skip(f"{backend} runtime present on this machine")
+    with pytest.raises(EngineError, match="not available") as info:
+        load_engine(model_dir, backend=backend)
+    assert "available here: torch" in str(info.value)
+
+
+def test_read_verified_detects_truncation_corruption_and_strays(model_dir):
+    path = _write_artifact(model_dir, "blob.bin", b"0123456789" * 100)
+    assert art.read_verified(model_dir, "blob.bin") == b"0123456789" * 100
+    path.write_bytes(b"0123456789" * 50)
+    with pytest.raises(EngineError, match="truncated") as info:
+        art.read_verified(model_dir, "blob.bin")
+    assert str(path) in str(info.value)
+    path.write_bytes(b"9123456789" + b"0123456789" * 99)
+    with pytest.raises(EngineError, match="sha256"):
+        art.read_verified(model_dir, "blob.bin")
+    (art.export_dir(model_dir) / "stray.onnx").write_bytes(b"x")
+    with pytest.raises(EngineError, match="not listed"):
+        art.read_verified(model_dir, "stray.onnx")
+    with pytest.raises(EngineError, match="not found"):
+        art.read_verified(model_dir, "missing.onnx")
+    (art.export_dir(model_dir) / art.MANIFEST_FILE).write_text("{not json")
+    with pytest.raises(EngineError, match="unreadable export manifest"):
+        art.read_manifest(model_dir)
+
+
+def test_garbage_or_foreign_onnx_is_an_engine_error():
+    with pytest.raises(EngineError, match="cannot load"):
+        OnnxRuntimeEngine(b"\x08\x07garbage" * 10, "x", where="bad.onnx")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    with pytest.raises(EngineError, match="expected") as info:
+        OnnxRuntimeEngine(model.SerializeToString(), "x", where="foreign.onnx")
+    assert "foreign.onnx" in str(info.value)
+
+
+def _key(**changes) -> EngineKey:
+    base = {"onnx_sha256": "a" * 64, "trt_version": "10.3.0", "gpu_name": "NVIDIA H100", "precision": "fp16"}
+    return EngineKey(**{**base, **changes})
+
+
+def test_engine_key_depends_on_every_field():
+    digests = {_key().digest(), _key(onnx_sha256="b" * 64).digest(), _key(trt_version="10.4.0").digest(),
+               _key(gpu_name="NVIDIA Orin").digest(), _key(precision="int8").digest(),
+               _key(precision="int8", calib_sha256="c" * 64).digest()}
+    assert len(digests) == 6
+    assert _key().digest() == _key().digest()
+
+
+def test_engine_cache_roundtrip_and_refusals(tmp_path):
+    cache = EngineCache(tmp_path / "trt")
+    key = _key()
+    with pytest.raises(CacheMiss, match="no cached TensorRT engine"):
+        cache.load(key)
+    engine_path = cache.store(key, b"serialized-engine" * 64)
+    assert cache.load(key) == b"serialized-engine" * 64
+    # an engine file copied over from another GPU (sidecar says so) is refused, naming the difference
+    other = _key(gpu_name="NVIDIA Orin")
+    shutil.copy(engine_path, cache.paths(other)[0])
+    shutil.copy(cache.paths(key)[1], cache.paths(other)[1])
+    with pytest.raises(CacheMiss, match="gpu_name: cached 'NVIDIA H100' != wanted 'NVIDIA Orin'"):
+        cache.load(other)
+    # truncated, corrupt, unreadable sidecar, failed deserialization
+    engine_path.write_bytes(b"serialized-engine" * 10)
+    with pytest.raises(CacheMiss, match="truncated"):
+        cache.load(key)
+    engine_path.write_bytes(b"X" + (b"serialized-engine" * 64)[1:])
+    with pytest.raises(CacheMiss, match="corrupt"):
+        cache.load(key)
+    cache.store(key, b"serialized-engine" * 64)
+    with pytest.raises(CacheMiss, match="deserialize"):
+        cache.load(key, validate=lambda data: False)
+    cache.paths(key)[1].write_text("{")
+    with pytest.raises(CacheMiss, match="unreadable engine sidecar"):
+        cache.load(key)
+
+
+def test_get_or_build_refuses_at_startup_and_rebuilds_at_export(tmp_path):
+    cache = EngineCache(tmp_path / "trt")
+    key = _key()
+    calls = []
+
+    def build() -> bytes:
+        calls.append(1)
+        return b"fresh-engine"
+
+    with pytest.raises(CacheMiss, match="perception export --tensorrt"):
+        cache.get_or_build(key, build, allow_build=False)
+    assert not calls  # a node never builds at start-up
+    assert cache.get_or_build(key, build, allow_build=True) == b"fresh-engine"
+    assert cache.get_or_build(key, build, allow_build=False) == b"fresh-engine"
+    assert len(calls) == 1  # cached: no second build
+    cache.paths(key)[0].write_bytes(b"fresh-enginX")  # corrupt → rebuilt when allowed
+    assert cache.get_or_build(key, build, allow_build=True) == b"fresh-engine"
+    assert len(calls) == 2
+    sidecar = json.loads(cache.paths(key)[1].read_text())
+    assert sidecar["key"]["gpu_name"] == "NVIDIA H100" and sidecar["bytes"] == len(b"fresh-engine")
+
+
+def test_tensorrt_backend_on_gpu():
+    from perception.engines.tensorrt_engine import tensorrt_available
+
+    ok, reason = tensorrt_available()
+    if not ok:
+        pytest.skip(f"TensorRT path needs a GPU: {reason}")
+    assert "tensorrt" in available_backends()
+
+
+def _mini_graph() -> onnx.ModelProto:
+    """x → Conv (inside a sub-module scope) → Relu → Softmax (kept FP32) → y."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])
+    w = onnx.numpy_helper.from_array(np.random.default_rng(0).normal(size=(3, 2, 1, 1)).astype(np.float32), "w")
+    scope = "['', 'backbone', 'backbone.0', 'conv']"
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Softmax", ["r"], ["y"], name="softmax", axis=1)]
+    for n in nodes[:2]:
+        n.metadata_props.add(key="pkg.torch.onnx.name_scopes", value=scope)
+    graph = helper.make_graph(nodes, "g", [x], [y], initializer=[w])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+
+
+def test_fp16_converter_keeps_io_fp32_and_values_close():
+    import onnxruntime as ort
+
+    model = _mini_graph()
+    half, n = to_fp16(model)
+    onnx.checker.check_model(half, full_check=True)
+    assert n == 2  # Conv and Relu; Softmax stays FP32
+    assert half.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert {t.data_type for t in half.graph.initializer} == {TensorProto.FLOAT16}
+    x = np.random.default_rng(1).normal(size=(1, 2, 4, 4)).astype(np.float32)
+    a = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    b = ort.InferenceSession(half.SerializeToString()).run(None, {"x": x})[0]
+    assert b.dtype == np.float32 and np.abs(a - b).max() < 1e-2
+
+
+def test_topological_sort_orders_appended_nodes():
+    model = _mini_graph()
+    nodes = list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(reversed(nodes))
+    topological_sort(model.graph)
+    assert [n.name for n in model.graph.node] == ["conv", "relu", "softmax"]
+
+
+def _det(label: str, x: float, score: float) -> Detection:
+    return Detection(Box3D(label, np.array([x, 0.0, 0.0]), np.array([4.0, 1.6, 1.5]), 0.0), score, score,
+                     np.eye(7) * 0.1)
+
+
+def test_detection_agreement_counts_missing_and_extra_objects():
+    ref = [_det("Car", 10.0, 0.9), _det("Car", 20.0, 0.8), _det("Pedestrian", 5.0, 0.7)]
+    assert detection_errors(ref, ref)[:2] == (1.0, 0.0)
+    moved = [_det("Car", 10.1, 0.9), _det("Car", 20.0, 0.8), _det("Cyclist", 5.0, 0.7)]  # class changed
+    agreement, center, *_ = detection_errors(ref, moved)
+    assert agreement == pytest.approx(2 / 3) and center == pytest.approx(0.05)
+    assert detection_errors(ref, ref + [_det("Car", 40.0, 0.95)])[0] == pytest.approx(3 / 4)
+
+
+def test_backend_table_is_complete():
+    assert BACKENDS[0] == "torch" and {"onnxruntime", "onnxruntime-int8", "onnxruntime-fp16", "onnxruntime-cuda",
+                                       "onnxruntime-trt", "tensorrt"} <= set(BACKENDS)

@@ -1,0 +1,152 @@
+"""Fitting OOD statistics on synthetic features, the save/load round trip, and the loader's errors."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from perception.errors import ConfigError, DataError, ModelError
+from perception.ood.collect import FeatureSet
+from perception.ood.fit import fit_stats, score_feature_set
+from perception.ood.metrics import auroc
+from perception.ood.monitor import FRAME_SCORES, OodMonitor
+from perception.ood.stats import META_FILE, STATS_FILE, file_sha256, load_stats, save_stats
+
+CLASSES = ("Car", "Pedestrian", "Cyclist")
+DIM, EMB = 16, 12
+
+
+def synthetic_set(rng: np.random.Generator, frames: int, per_frame: int = 6, shift: float = 0.0,
+                  unknown: bool = False) -> FeatureSet:
+    """Detections around three class means (or, with ``unknown``, around a point unlike all of them)."""
+    means = np.zeros((3, DIM))
+    means[0, 0], means[1, 1], means[2, 2] = 8.0, 8.0, 8.0
+    n = frames * per_frame
+    cls = rng.integers(0, 3, n)
+    centre = np.full((n, DIM), 0.0) if unknown else means[cls]
+    if unknown:
+        centre[:, 3] = 8.0
+    feats = centre + rng.normal(size=(n, DIM))
+    logits = np.where(np.eye(3)[cls] > 0, 3.0, -3.0) + rng.normal(scale=0.5, size=(n, 3))
+    if unknown:
+        logits = rng.normal(-2.0, 0.5, size=(n, 3))
+    matched = np.array(["Animal" if unknown else CLASSES[c] for c in cls], dtype=object)
+    emb = rng.normal(size=(frames, EMB)) + shift
+    return FeatureSet(feats.astype(np.float32), logits.astype(np.float32), rng.uniform(0.2, 0.9, n),
+                      np.repeat(np.arange(frames), per_frame), matched, emb.astype(np.float32),
+                      [f"f{i}" for i in range(frames)])
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    rng = np.random.default_rng(0)
+    stats = fit_stats(synthetic_set(rng, 80), synthetic_set(rng, 40), CLASSES, min_score=0.1,
+                      meta={"model": "synthetic", "weights_sha256": "0" * 64})
+    return stats
+
+
+def test_fit_sets_thresholds_at_95_tpr_and_separates_ood(fitted) -> None:
+    rng = np.random.default_rng(1)
+    monitor = OodMonitor(fitted)
+    val = synthetic_set(rng, 200)
+    det, frame = score_feature_set(monitor, val)
+    for name, t in fitted.thresholds["detection"].items():
+        assert 0.85 < np.mean(det[name] <= t) < 1.0, name  # ~95 % of fresh ID detections kept
+    assert set(fitted.thresholds["frame"]) == set(FRAME_SCORES)
+    ood_det, _ = score_feature_set(monitor, synthetic_set(rng, 40, unknown=True))
+    for name in ("mahalanobis", "mahavar", "energy"):
+        assert auroc(det[name], ood_det[name]) > 0.95, name
+    _, shifted = score_feature_set(monitor, synthetic_set(rng, 60, shift=3.0))
+    assert auroc(frame["embedding"], shifted["embedding"]) > 0.95
+    assert auroc(frame["frame"], shifted["frame"]) > 0.95
+
+
+def test_round_trip_gives_identical_scores(fitted, tmp_path: Path) -> None:
+    save_stats(fitted, tmp_path)
+    loaded = load_stats(tmp_path)
+    assert loaded.thresholds == fitted.thresholds
+    assert loaded.classes == CLASSES and loaded.meta["model"] == "synthetic"
+    fs = synthetic_set(np.random.default_rng(2), 5)
+    a = OodMonitor(fitted).score(fs.features, fs.embeddings[0], fs.logits)
+    b = OodMonitor(loaded).score(fs.features, fs.embeddings[0], fs.logits)
+    for name in a.detection:
+        assert np.allclose(a.detection[name], b.detection[name])
+    assert a.frame == pytest.approx(b.frame)
+    assert b.frame_flag("frame") == (b.frame["frame"] > loaded.thresholds["frame"]["frame"])
+
+
+def test_frame_without_detections_uses_the_embedding_only(fitted) -> None:
+    res = OodMonitor(fitted).score(np.zeros((0, DIM)), np.zeros(EMB), np.zeros((0, 3)))
+    assert all(len(v) == 0 for v in res.detection.values())
+    z_emb = (res.frame["embedding"] - fitted.frame_norm["embedding"][0]) / fitted.frame_norm["embedding"][1]
+    assert res.frame["frame"] == pytest.approx(z_emb)
+
+
+def test_missing_corrupt_or_mismatched_stats_raise_model_error(fitted, tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="fit-ood"):
+        load_stats(tmp_path / "nothing")
+    save_stats(fitted, tmp_path)
+    npz = tmp_path / STATS_FILE
+    data = bytearray(npz.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    npz.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="sha256") as err:
+        load_stats(tmp_path)
+    assert err.value.where == str(npz)
+    save_stats(fitted, tmp_path)
+    (tmp_path / META_FILE).write_text("{not json")
+    with pytest.raises(ModelError, match="unreadable"):
+        load_stats(tmp_path)
+    save_stats(fitted, tmp_path)
+    doc = json.loads((tmp_path / META_FILE).read_text())
+    doc["feature_dim"] = DIM + 1  # the arrays no longer match what the metadata promises
+    (tmp_path / META_FILE).write_text(json.dumps(doc))
+    with pytest.raises(ModelError, match="shape"):
+        load_stats(tmp_path)
+
+
+def test_stats_for_other_weights_or_classes_are_refused(fitted, tmp_path: Path) -> None:
+    from perception.detector.config import DetectorConfig
+
+    fitted = copy.deepcopy(fitted)
+    model = tmp_path / "model"
+    model.mkdir()
+    cfg = DetectorConfig()
+    cfg.model.d_model, cfg.model.bev_channels = DIM, EMB // 2
+    cfg.to_yaml(model / "config.yaml")
+    (model / "weights.safetensors").write_bytes(b"weights v1")
+    fitted.meta["weights_sha256"] = file_sha256(model / "weights.safetensors")
+    save_stats(fitted, model / "ood")
+    assert OodMonitor.load(model).feature_dim == DIM
+    (model / "weights.safetensors").write_bytes(b"weights v2")  # retrained: the stats are stale
+    with pytest.raises(ModelError, match="other weights"):
+        OodMonitor.load(model)
+    fitted.meta["weights_sha256"] = file_sha256(model / "weights.safetensors")
+    cfg.model.classes = ["Car", "Pedestrian"]
+    cfg.to_yaml(model / "config.yaml")
+    save_stats(fitted, model / "ood")
+    with pytest.raises(ModelError, match="classes"):
+        OodMonitor.load(model)
+
+
+def test_monitor_rejects_bad_inputs(fitted) -> None:
+    monitor = OodMonitor(fitted)
+    with pytest.raises(DataError):
+        monitor.score(np.zeros((2, DIM + 1)), None)
+    with pytest.raises(DataError):
+        monitor.score(np.full((1, DIM), np.nan), None)
+    with pytest.raises(DataError):
+        monitor.score(np.zeros((1, DIM)), np.zeros(EMB + 3))
+    with pytest.raises(ConfigError):
+        fitted.threshold("detection", "nonsense")
+
+
+def test_fit_refuses_when_no_detection_matches_a_known_class() -> None:
+    rng = np.random.default_rng(3)
+    unknown = synthetic_set(rng, 10, unknown=True)
+    with pytest.raises(DataError, match="trained"):
+        fit_stats(unknown, unknown, CLASSES)

@@ -1,0 +1,133 @@
+"""The ood_monitor node in a subprocess with real rclpy: it answers DetectionFeatures with OodScores,
+warns on /diagnostics for an out-of-distribution frame, and survives a malformed message."""
+
+from __future__ import annotations
+
+import array
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from builtin_interfaces.msg import Time  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+from trustworthy_perception_msgs.msg import DetectionFeatures, OodScores  # noqa: E402
+
+from perception.ood.gaussian import GaussianModel  # noqa: E402
+from perception.ood.monitor import FRAME_COMPONENTS, OodMonitor  # noqa: E402
+from perception.ood.stats import OodStats, save_stats  # noqa: E402
+from ros_nodes.paths import dds_env  # noqa: E402
+from ros_nodes.probe import Probe  # noqa: E402
+
+DIM, EMB = 8, 6
+CLASSES = ("Car", "Pedestrian", "Cyclist")
+MEANS = np.eye(3, DIM) * 10.0
+NODE = f"ood_monitor_test_{os.getpid()}"
+NS = f"/ood_test_{os.getpid()}"
+
+
+def _stats() -> OodStats:
+    frame_norm = {k: (2.0, 1.0) for k in ("mean_mahalanobis", "mean_mahavar", "mean_energy", "embedding")}
+    assert set(FRAME_COMPONENTS) <= set(frame_norm)
+    return OodStats(
+        classes=CLASSES, detection=GaussianModel(MEANS, np.eye(DIM)), frame=GaussianModel(np.zeros((1, EMB)),
+                                                                                          np.eye(EMB)),
+        frame_norm=frame_norm, tpr=0.95, meta={"model": "synthetic"},
+        thresholds={"detection": {"mahalanobis": 3.0, "mahavar": -5.0},
+                    "frame": {"frame": 3.0, "embedding": 3.0, "mean_mahalanobis": 3.0, "mean_mahavar": -5.0}})
+
+
+def _msg(feats: np.ndarray, emb: np.ndarray, sec: int, num: int | None = None) -> DetectionFeatures:
+    n = len(feats) if num is None else num
+    return DetectionFeatures(header=Header(stamp=Time(sec=sec), frame_id="lidar"), num_detections=n, dim=DIM,
+                             features=array.array("f", np.asarray(feats, np.float32).tobytes()),
+                             frame_embedding=array.array("f", np.asarray(emb, np.float32).tobytes()),
+                             labels=["Car"] * n)
+
+
+def _answer(probe: Probe, pub, msg: DetectionFeatures, topic: str, timeout_s: float = 60.0) -> OodScores:
+    """Publish ``msg`` until OodScores with its stamp arrives (it is only re-sent while discovery has not
+    matched the node yet, which loses messages; then the node's answer comes within seconds)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        pub.publish(msg)
+        if probe.wait_for(lambda: any(m.header.stamp.sec == msg.header.stamp.sec for m in probe.messages(topic)),
+                          10.0 if pub.get_subscription_count() else 0.5):
+            return next(m for m in probe.messages(topic) if m.header.stamp.sec == msg.header.stamp.sec)
+    raise AssertionError(f"no OodScores for stamp {msg.header.stamp.sec} within {timeout_s} s")
+
+
+def _status(probe: Probe, name: str, level: int | None = None, **values: str) -> DiagnosticStatus | None:
+    """The newest status called ``name`` (at ``level``, with these key values) on /diagnostics, if any."""
+    for arr in reversed(probe.messages("/diagnostics")):
+        for s in arr.status:
+            kv = {v.key: v.value for v in s.values}
+            if s.name == name and level in (None, s.level[0]) and all(kv.get(k) == v for k, v in values.items()):
+                return s
+    return None
+
+
+@pytest.fixture()
+def node(tmp_path: Path, monkeypatch):
+    model = tmp_path / "model"
+    save_stats(_stats(), model / "ood")
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(60 + os.getpid() % 40))  # keep clear of other tests' graphs
+    env = dds_env()
+    cmd = [sys.executable, "-m", "ros_nodes.ood_monitor", "--ros-args", "-r", f"__node:={NODE}",
+           "-p", f"model_dir:={model}", "-p", "diagnostics_period_s:=0.2", "-p", "ood_window:=2",
+           "-p", "ood_min_frames:=2",
+           "-r", f"~/input/features:={NS}/features", "-r", f"~/output/ood:={NS}/ood"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    yield proc
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_node_answers_features_flags_ood_and_survives_malformed_input(node) -> None:
+    monitor = OodMonitor(_stats())
+    topics = {f"{NS}/ood": OodScores, "/diagnostics": DiagnosticArray}
+    with Probe(topics, name=f"probe_{os.getpid()}") as probe:
+        pub = probe.publisher(DetectionFeatures, f"{NS}/features")
+        # in distribution: detections at the class means, the embedding at the training mean
+        id_feats = MEANS[[0, 1, 2, 0]] + 0.1
+        ans = _answer(probe, pub, _msg(id_feats, np.zeros(EMB), sec=1), f"{NS}/ood")
+        expected = monitor.score(id_feats, np.zeros(EMB))
+        assert ans.score_name == "mahalanobis" and ans.threshold == pytest.approx(3.0)
+        assert np.allclose(ans.scores, expected.detection["mahalanobis"], atol=1e-4)
+        assert list(ans.is_ood) == [False] * 4
+        assert ans.frame_score == pytest.approx(expected.frame["frame"], abs=1e-4) and not ans.frame_is_ood
+
+        # out of distribution: one detection unlike every class, the frame embedding far off
+        ood_feats = np.vstack([MEANS[1], np.full(DIM, 7.0)])
+        ans = _answer(probe, pub, _msg(ood_feats, np.full(EMB, 5.0), sec=2), f"{NS}/ood")
+        assert list(ans.is_ood) == [False, True]
+        assert ans.frame_is_ood and ans.frame_score > 3.0
+        # one OOD frame of the last two is not enough for a WARN (ood_min_frames 2), a second one is
+        frame_status = f"{NODE}: frame"
+        assert probe.wait_for(lambda: _status(probe, frame_status, recent_ood_frames="1") is not None, 10.0)
+        assert _status(probe, frame_status, recent_ood_frames="1").level[0] == 0
+        assert _status(probe, frame_status, 1) is None
+        _answer(probe, pub, _msg(ood_feats, np.full(EMB, 5.0), sec=3), f"{NS}/ood")
+        assert probe.wait_for(lambda: _status(probe, frame_status, 1) is not None, 10.0), "no WARN"
+        assert "out of distribution" in _status(probe, frame_status, 1).message
+
+        # malformed: 2 detections announced, 5 values sent -> reported on /diagnostics, node keeps going
+        pub.publish(_msg(np.zeros((1, 5)), np.zeros(EMB), sec=4, num=2))
+        assert probe.wait_for(lambda: _status(probe, f"{NODE}: input", 2) is not None, 10.0), "bad input unreported"
+        assert "features" in _status(probe, f"{NODE}: input", 2).message
+        ans = _answer(probe, pub, _msg(np.zeros((0, DIM)), np.zeros(EMB), sec=5), f"{NS}/ood")
+        assert len(ans.scores) == 0 and not ans.frame_is_ood
+        assert node.poll() is None
