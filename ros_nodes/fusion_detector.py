@@ -213,6 +213,8 @@ class FusionDetectorNode(Node):
             try:
                 self._process(job)
             except Exception as exc:  # a failing frame must not take the node down; report it
+                if not self._running:
+                    return  # shutting down: publishers may be gone
                 self.stats.inference_errors += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 self.get_logger().error(f"inference failed on frame {job.frame.stamp_ns}: {self.stats.last_error}")
@@ -221,6 +223,8 @@ class FusionDetectorNode(Node):
         t0 = time.perf_counter()
         result: DetectionResult = self.detector(job.frame)
         self.stats.inference_ms.append(1e3 * (time.perf_counter() - t0))
+        if not self._running:
+            return
         if not result.model_id:
             result.model_id = self.model_id
         header = job.header
@@ -268,12 +272,12 @@ class FusionDetectorNode(Node):
         ]
         self.diag.publish(statuses)
 
-    def stop(self) -> None:
-        """Stop the worker thread."""
+    def stop(self, timeout_s: float = 2.0) -> None:
+        """Stop the worker thread; an inference still running after ``timeout_s`` is abandoned (daemon thread)."""
         with self._cv:
             self._running = False
             self._cv.notify()
-        self._worker.join(timeout=5.0)
+        self._worker.join(timeout=timeout_s)
 
 
 def main(args: list[str] | None = None) -> int:

@@ -234,3 +234,48 @@ def test_detection_agreement_counts_missing_and_extra_objects():
 def test_backend_table_is_complete():
     assert BACKENDS[0] == "torch" and {"onnxruntime", "onnxruntime-int8", "onnxruntime-fp16", "onnxruntime-cuda",
                                        "onnxruntime-trt", "tensorrt"} <= set(BACKENDS)
+
+
+def _fake_outputs(q: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
+    from perception.detector.postprocess import OUTPUT_NAMES
+
+    rng = np.random.default_rng(seed)
+    shapes = {"heatmap": (1, 3, 6, 6), "query_ref": (1, q, 2), "query_class": (1, q), "logits": (2, 1, q, 3),
+              "boxes": (2, 1, q, 8), "logvar": (2, 1, q, 7), "attn_bev": (2, 1, 4, q, 81),
+              "attn_bev_index": (2, 1, q, 81), "attn_image": (1, 4, q, 480), "camera_share": (1, q),
+              "query_features": (1, q, 64), "frame_embedding": (1, 128)}
+    out = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
+    out["query_class"] = rng.integers(0, 3, size=(1, q))
+    out["attn_bev_index"] = rng.integers(0, 1000, size=shapes["attn_bev_index"])
+    assert set(out) == set(OUTPUT_NAMES)
+    return out
+
+
+def test_canonical_query_order_hides_only_the_query_permutation():
+    from perception.engines.parity import canonical_queries, head_errors
+
+    a = _fake_outputs()
+    perm = np.array([2, 0, 3, 1])
+    b = {k: v.copy() for k, v in a.items()}
+    for name, axis in (("query_ref", 1), ("query_class", 1), ("logits", 2), ("boxes", 2), ("logvar", 2),
+                       ("attn_bev", 3), ("attn_bev_index", 2), ("attn_image", 2), ("camera_share", 1),
+                       ("query_features", 1)):
+        b[name] = np.take(a[name], perm, axis=axis)
+    errs, mismatches = head_errors(a, b)
+    assert errs["boxes"] > 0 or mismatches["query_class"] > 0  # raw comparison sees the reordering
+    errs, mismatches = head_errors(canonical_queries(a), canonical_queries(b))
+    assert max(errs.values()) == 0.0 and not any(mismatches.values())
+    b["boxes"][0, 0, 1, 0] += 1.0  # a real difference survives canonicalisation
+    errs, _ = head_errors(canonical_queries(a), canonical_queries(b))
+    assert errs["boxes"] == pytest.approx(1.0)
+
+
+def test_topk_tie_detection():
+    from perception.engines.parity import topk_tied
+
+    flat = np.zeros((1, 3, 20, 20), np.float32)  # every cell is an equal peak: the cut is tied
+    assert topk_tied(flat, 8)
+    distinct = np.full_like(flat, -10.0)  # logits: a low background plateau ...
+    distinct[0, 0, ::3, ::3] = np.linspace(-3, 3, 49, dtype=np.float32).reshape(7, 7)  # ... and 49 distinct peaks
+    assert not topk_tied(distinct, 8)
+    assert topk_tied(distinct, 60)  # the cut falls into the background plateau

@@ -212,10 +212,9 @@ def test_replay_detections_equal_the_detector_in_process(replay, drive):
 
     detector = FusionDetector.load(MODEL_DIR)
     received = {convert.stamp_to_ns(r.msg.header.stamp): r.msg for r in replay["detections"]}
-    checked = 0
-    for frame in list(read_bag(drive))[::5]:
-        if frame.stamp_ns not in received:
-            continue
+    frames = [f for f in read_bag(drive) if f.stamp_ns in received][::4][:4]
+    assert len(frames) >= 3
+    for frame in frames:
         local = sorted(detector(frame).detections, key=lambda d: -d.score)
         remote = sorted(convert.msg_to_detections(received[frame.stamp_ns]), key=lambda d: -d.score)
         assert len(local) == len(remote)
@@ -224,8 +223,6 @@ def test_replay_detections_equal_the_detector_in_process(replay, drive):
             np.testing.assert_allclose(b.box.center, a.box.center, atol=1e-3)
             np.testing.assert_allclose(b.covariance, a.covariance, rtol=1e-4, atol=1e-6)
             assert b.probability == pytest.approx(a.probability, abs=1e-4)
-        checked += 1
-    assert checked >= 3
 
 
 def test_replay_detections_match_ground_truth(replay, drive):
@@ -293,7 +290,7 @@ def test_camera_removed_gives_lidar_only_degraded_detections(drive, tmp_path):
                       "xai_period_s:=0.0")
         try:
             assert graph.wait_for_output("subscriber(s) on /sensing/lidar/points: starting", STARTUP_S), graph.output()
-            assert probe.wait_for(lambda: len(probe.messages("/perception/detections")) >= 3, 30), graph.output()
+            assert probe.wait_for(lambda: len(probe.messages("/perception/detections")) >= 3, 60), graph.output()
             probe.wait_for(lambda: any(s[0] == "sensor_health: camera" for s in _status_texts(probe)), 5)
             msgs = probe.messages("/perception/detections")
             assert all(m.degraded and "camera_missing" in m.degraded_reasons for m in msgs), \

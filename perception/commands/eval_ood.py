@@ -46,10 +46,10 @@ def _fmt(v: float | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table, write JSON and the histogram PNG."""
-    from perception.detector.api import FusionDetector
     from perception.errors import ConfigError
     from perception.eval.evaluate import DEFAULT_RIG
     from perception.ood.benchmark import collect_shift_scores, plot_histograms, summarize
+    from perception.ood.collect import load_detector
     from perception.ood.monitor import OodMonitor
     from perception.ood.shifts import SHIFTS, shift_by_name
     from perception.rig import Rig
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     if args.frames < 1:
         raise ConfigError(f"--frames must be >= 1, got {args.frames}", "eval-ood --frames")
     monitor = OodMonitor.load(args.model)
-    detector = FusionDetector.load(args.model, num_threads=args.threads)
+    detector = load_detector(args.model, args.threads)
     min_score = args.min_score
     if min_score is None:
         min_score = float(monitor.stats.meta.get("fitted_on", {}).get("min_score", 0.1))

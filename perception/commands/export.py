@@ -42,9 +42,9 @@ def format_manifest(doc: dict) -> str:
                      f"{worst:.3g}, index mismatches {moved}, detections identical {rep['detections_identical']}, "
                      f"agreement {rep['agreement']}")
     for group, row in doc.get("int8_sensitivity", {}).items():
-        lines.append(f"  int8 {group:16s} {'quantized' if row['quantized'] else 'kept FP32'}: agreement "
-                     f"{row['agreement']}, centre {row['center_error_m']} m, score {row['score_error']}, "
-                     f"logvar {row['logvar_error']}")
+        state = "quantized" if row["quantized"] else "kept FP32"
+        lines.append(f"  int8 {group:16s} {state}: {row['detections']} matched, agreement {row['agreement']}, centre "
+                     f"{row['center_error_m']} m, score {row['score_error']}, logvar {row['logvar_error']}")
     return "\n".join(lines)
 
 

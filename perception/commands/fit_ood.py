@@ -26,8 +26,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Fit, save and print a summary."""
-    from perception.detector.api import FusionDetector
     from perception.errors import ConfigError
+    from perception.ood.collect import load_detector
     from perception.ood.fit import DEFAULT_MIN_SCORE, fit_model_dir
     from perception.ood.stats import save_stats, stats_dir
 
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("need --train-frames >= 2 and --val-frames >= 1", "fit-ood")
     if not 0.0 < args.tpr < 1.0:
         raise ConfigError(f"--tpr must be in (0, 1), got {args.tpr}", "fit-ood --tpr")
-    detector = FusionDetector.load(args.model, num_threads=args.threads)
+    detector = load_detector(args.model, args.threads)
     min_score = DEFAULT_MIN_SCORE if args.min_score is None else args.min_score
     stats = fit_model_dir(args.model, args.train_frames, args.val_frames, min_score, args.tpr, detector=detector)
     meta = save_stats(stats, args.out or stats_dir(args.model))

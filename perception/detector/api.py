@@ -50,9 +50,17 @@ class FusionDetector:
     @classmethod
     def load(cls, model_dir: str | Path, backend: str = "torch", num_threads: int | None = None,
              postprocess: PostProcessConfig | None = None) -> FusionDetector:
-        """Load ``model_dir`` (config, weights, calibration) on ``backend``; raises ModelError/EngineError."""
+        """Load ``model_dir`` (config, weights, calibration) on ``backend``; raises ModelError/EngineError.
+
+        ``backend="auto"`` picks the fastest backend that passed parity in ``perception bench``
+        (``export/engines.json``), falling back to ``torch``.
+        """
         model_dir = Path(model_dir)
         net, cfg, calibration = load_model(model_dir)
+        if backend == "auto":
+            from perception.engines.registry import default_backend
+
+            backend = default_backend(model_dir)
         if backend == "torch":
             engine: Engine = TorchEngine(net, num_threads)
         else:

@@ -45,6 +45,7 @@ def write_json_atomic(path: Path, doc: Any) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as f:
         f.write(json.dumps(doc, indent=2) + "\n")
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; artifacts are read by nodes running as other users
     os.replace(tmp, path)
 
 

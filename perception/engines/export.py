@@ -97,6 +97,7 @@ def export_onnx(net: FusionNet, sample: dict[str, np.ndarray], path: Path, max_p
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".onnx")
     os.close(fd)
     onnx.save(model, tmp)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
     return path
 

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from perception.detector.api import FusionDetector, engine_inputs
 from perception.detector.data import load_sample
 from perception.detector.inputs import FrameInputs
-from perception.detector.postprocess import decode
+from perception.detector.postprocess import PostProcessConfig, decode
 from perception.detector.voxelize import voxelize
 from perception.errors import DataError
 from perception.eval.iou import bev_distance
@@ -130,6 +130,11 @@ class _Collector:
             logits=np.stack(self.logits) if self.logits else np.zeros((0, num_classes), np.float32),
             scores=np.asarray(self.scores, np.float64), frame_index=np.asarray(self.frame_index, np.int64),
             matched=np.asarray(self.matched, dtype=object), embeddings=emb, frame_ids=self.frame_ids)
+
+
+def load_detector(model_dir: str | Path, num_threads: int | None = None) -> FusionDetector:
+    """The model's detector as OOD work runs it: the same thresholds as at run time, attention not kept."""
+    return FusionDetector.load(model_dir, num_threads=num_threads, postprocess=PostProcessConfig(keep_attention=False))
 
 
 def collect_frames(detector: FusionDetector, frames: Iterable[Frame], total: int | None = None,

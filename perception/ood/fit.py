@@ -16,7 +16,7 @@ from perception.detector.api import FusionDetector
 from perception.detector.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from perception.detector.config import DetectorConfig
 from perception.errors import DataError
-from perception.ood.collect import FeatureSet, collect_frames, collect_samples
+from perception.ood.collect import FeatureSet, collect_frames, collect_samples, load_detector
 from perception.ood.gaussian import fit_gaussian_model
 from perception.ood.metrics import threshold_at_tpr
 from perception.ood.monitor import FRAME_COMPONENTS, OodMonitor
@@ -99,6 +99,9 @@ def split_features(detector: FusionDetector, cfg: DetectorConfig, split: str, n_
     from perception.detector.train import cache_dir
 
     root = cache_dir(cfg, split)
+    if not root.is_dir():  # a cache of the same split and seed but another size holds the same kind of frames
+        others = sorted(root.parent.glob(f"{split}_s{cfg.train.seed}_n*"), key=lambda p: len(list(p.glob("*.npz"))))
+        root = others[-1] if others else root
     paths = sorted(p for p in root.glob("*.npz") if not p.name.endswith(".tmp.npz")) if root.is_dir() else []
     if paths:
         chosen = _evenly(paths, n_frames)
@@ -119,7 +122,7 @@ def fit_model_dir(model_dir: str | Path, train_frames: int = 400, val_frames: in
                   detector: FusionDetector | None = None) -> OodStats:
     """Run the model in ``model_dir`` over train/val data and fit its OOD statistics (not saved)."""
     model_dir = Path(model_dir)
-    detector = detector or FusionDetector.load(model_dir)
+    detector = detector or load_detector(model_dir)
     cfg = DetectorConfig.from_yaml(model_dir / CONFIG_FILE)
     train, train_src = split_features(detector, cfg, "train", train_frames)
     val, val_src = split_features(detector, cfg, "val", val_frames)
