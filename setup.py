@@ -42,6 +42,7 @@ setup(
             "fusion_detector = ros_nodes.fusion_detector:main",
             "sensor_health = ros_nodes.sensor_health:main",
             "ood_monitor = ros_nodes.ood_monitor:main",
+            "crowd_counter = ros_nodes.crowd_counter:main",
             "bag_player = ros_nodes.bag_player:main",
         ],
     },

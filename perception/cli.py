@@ -15,13 +15,26 @@ import logging
 import sys
 
 from perception import __version__
-from perception.commands import bench, demo, eval_ood, export, fit_ood, info, launch, replay, sim
+from perception.commands import (
+    bench,
+    demo,
+    eval_crowd,
+    eval_ood,
+    export,
+    fit_ood,
+    info,
+    launch,
+    replay,
+    sim,
+    train_crowd,
+)
 from perception.commands import eval as eval_cmd
 from perception.commands import train as train_cmd
 from perception.errors import PerceptionError
 
 #: Subcommand modules, in the order ``perception --help`` lists them.
-COMMANDS = [sim, info, demo, train_cmd, eval_cmd, fit_ood, eval_ood, export, bench, launch, replay]
+COMMANDS = [sim, info, demo, train_cmd, eval_cmd, fit_ood, eval_ood, export, bench, launch, replay,
+            train_crowd, eval_crowd]
 
 log = logging.getLogger("perception")
 

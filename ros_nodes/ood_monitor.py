@@ -3,7 +3,7 @@
 Thin: a message is validated and converted at the edge (:func:`ros_nodes.convert.features_from_msg`),
 scored by :class:`perception.ood.monitor.OodMonitor` (statistics in ``<model_dir>/ood``, fitted by
 ``perception fit-ood``) and published as ``OodScores``. A malformed message is logged, counted and
-reported on /diagnostics; it never stops the node. See ros_nodes/README.md.
+reported on /diagnostics; it never stops the node. Topics and parameters: perception/ood/README.md.
 """
 
 from __future__ import annotations

@@ -79,11 +79,23 @@ def test_round_trip_gives_identical_scores(fitted, tmp_path: Path) -> None:
     assert b.frame_flag("frame") == (b.frame["frame"] > loaded.thresholds["frame"]["frame"])
 
 
-def test_frame_without_detections_uses_the_embedding_only(fitted) -> None:
-    res = OodMonitor(fitted).score(np.zeros((0, DIM)), np.zeros(EMB), np.zeros((0, 3)))
+def test_frame_without_detections_takes_the_training_fill(fitted) -> None:
+    monitor = OodMonitor(fitted)
+    res = monitor.score(np.zeros((0, DIM)), np.zeros(EMB), np.zeros((0, 3)))
     assert all(len(v) == 0 for v in res.detection.values())
-    z_emb = (res.frame["embedding"] - fitted.frame_norm["embedding"][0]) / fitted.frame_norm["embedding"][1]
-    assert res.frame["frame"] == pytest.approx(z_emb)
+    assert res.frame["mean_mahalanobis"] == fitted.frame_norm["mean_mahalanobis"][0]
+    desc = monitor.frame_descriptor(np.zeros(EMB), np.zeros((0, DIM)), res.detection)
+    assert np.allclose(desc[EMB:-1], fitted.descriptor_fill[EMB:-1]) and desc[-1] == 0.0
+    assert res.frame["frame"] == pytest.approx(fitted.descriptor.distances(desc[None])[0, 0])
+
+
+def test_frame_score_rises_when_detections_are_fewer_even_if_typical(fitted) -> None:
+    """Two-sided: a frame with 1 ordinary detection instead of ~6 is unusual as a whole."""
+    rng = np.random.default_rng(4)
+    monitor = OodMonitor(fitted)
+    _, normal = score_feature_set(monitor, synthetic_set(rng, 60, per_frame=6))
+    _, sparse = score_feature_set(monitor, synthetic_set(rng, 60, per_frame=1))
+    assert auroc(normal["frame"], sparse["frame"]) > 0.95
 
 
 def test_missing_corrupt_or_mismatched_stats_raise_model_error(fitted, tmp_path: Path) -> None:

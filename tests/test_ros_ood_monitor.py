@@ -22,7 +22,7 @@ from std_msgs.msg import Header  # noqa: E402
 from trustworthy_perception_msgs.msg import DetectionFeatures, OodScores  # noqa: E402
 
 from perception.ood.gaussian import GaussianModel  # noqa: E402
-from perception.ood.monitor import FRAME_COMPONENTS, OodMonitor  # noqa: E402
+from perception.ood.monitor import OodMonitor, descriptor_dim  # noqa: E402
 from perception.ood.stats import OodStats, save_stats  # noqa: E402
 from ros_nodes.paths import dds_env  # noqa: E402
 from ros_nodes.probe import Probe  # noqa: E402
@@ -30,19 +30,25 @@ from ros_nodes.probe import Probe  # noqa: E402
 DIM, EMB = 8, 6
 CLASSES = ("Car", "Pedestrian", "Cyclist")
 MEANS = np.eye(3, DIM) * 10.0
+ID_FEATS = MEANS[[0, 1, 2, 0]] + 0.1
 NODE = f"ood_monitor_test_{os.getpid()}"
 NS = f"/ood_test_{os.getpid()}"
 
 
 def _stats() -> OodStats:
-    frame_norm = {k: (2.0, 1.0) for k in ("mean_mahalanobis", "mean_mahavar", "mean_energy", "embedding")}
-    assert set(FRAME_COMPONENTS) <= set(frame_norm)
-    return OodStats(
-        classes=CLASSES, detection=GaussianModel(MEANS, np.eye(DIM)), frame=GaussianModel(np.zeros((1, EMB)),
-                                                                                          np.eye(EMB)),
-        frame_norm=frame_norm, tpr=0.95, meta={"model": "synthetic"},
+    """Unit-covariance Gaussians; the frame descriptor's mean is the descriptor of the in-distribution frame."""
+    p = descriptor_dim(DIM, EMB)
+    stats = OodStats(
+        classes=CLASSES, detection=GaussianModel(MEANS, np.eye(DIM)),
+        frame=GaussianModel(np.zeros((1, EMB)), np.eye(EMB)), descriptor=GaussianModel(np.zeros((1, p)), np.eye(p)),
+        descriptor_fill=np.zeros(p), frame_norm={f"mean_{k}": (2.0, 1.0) for k in ("mahalanobis", "mahavar")},
+        tpr=0.95, meta={"model": "synthetic"},
         thresholds={"detection": {"mahalanobis": 3.0, "mahavar": -5.0},
                     "frame": {"frame": 3.0, "embedding": 3.0, "mean_mahalanobis": 3.0, "mean_mahavar": -5.0}})
+    monitor = OodMonitor(stats)
+    det = monitor.detection_scores(ID_FEATS)
+    stats.descriptor = GaussianModel(monitor.frame_descriptor(np.zeros(EMB), ID_FEATS, det)[None], np.eye(p))
+    return stats
 
 
 def _msg(feats: np.ndarray, emb: np.ndarray, sec: int, num: int | None = None) -> DetectionFeatures:
@@ -102,9 +108,8 @@ def test_node_answers_features_flags_ood_and_survives_malformed_input(node) -> N
     with Probe(topics, name=f"probe_{os.getpid()}") as probe:
         pub = probe.publisher(DetectionFeatures, f"{NS}/features")
         # in distribution: detections at the class means, the embedding at the training mean
-        id_feats = MEANS[[0, 1, 2, 0]] + 0.1
-        ans = _answer(probe, pub, _msg(id_feats, np.zeros(EMB), sec=1), f"{NS}/ood")
-        expected = monitor.score(id_feats, np.zeros(EMB))
+        ans = _answer(probe, pub, _msg(ID_FEATS, np.zeros(EMB), sec=1), f"{NS}/ood")
+        expected = monitor.score(ID_FEATS, np.zeros(EMB))
         assert ans.score_name == "mahalanobis" and ans.threshold == pytest.approx(3.0)
         assert np.allclose(ans.scores, expected.detection["mahalanobis"], atol=1e-4)
         assert list(ans.is_ood) == [False] * 4
@@ -129,5 +134,6 @@ def test_node_answers_features_flags_ood_and_survives_malformed_input(node) -> N
         assert probe.wait_for(lambda: _status(probe, f"{NODE}: input", 2) is not None, 10.0), "bad input unreported"
         assert "features" in _status(probe, f"{NODE}: input", 2).message
         ans = _answer(probe, pub, _msg(np.zeros((0, DIM)), np.zeros(EMB), sec=5), f"{NS}/ood")
-        assert len(ans.scores) == 0 and not ans.frame_is_ood
+        expected = monitor.score(np.zeros((0, DIM)), np.zeros(EMB))
+        assert len(ans.scores) == 0 and ans.frame_score == pytest.approx(expected.frame["frame"], abs=1e-4)
         assert node.poll() is None

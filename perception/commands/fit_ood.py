@@ -14,7 +14,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                                           "features and a Gaussian of the frame embeddings, set thresholds at the "
                                           "given TPR on validation frames, and write <model>/ood/.")
     p.add_argument("--model", default="models/fusion_default", help="model directory")
-    p.add_argument("--train-frames", type=int, default=400, help="training frames to fit on")
+    p.add_argument("--train-frames", type=int, default=1000, help="training frames to fit on")
     p.add_argument("--val-frames", type=int, default=100, help="validation frames to set thresholds on")
     p.add_argument("--min-score", type=float, default=None, help="smallest raw detector score used (default 0.1)")
     p.add_argument("--tpr", type=float, default=0.95, help="share of in-distribution samples kept by a threshold")

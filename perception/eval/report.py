@@ -67,7 +67,7 @@ def plot_frame(frame: Frame, detections: list[Detection], path: str | Path, titl
     fig.suptitle(title or frame.frame_id)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 

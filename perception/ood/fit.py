@@ -17,9 +17,9 @@ from perception.detector.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from perception.detector.config import DetectorConfig
 from perception.errors import DataError
 from perception.ood.collect import FeatureSet, collect_frames, collect_samples, load_detector
-from perception.ood.gaussian import fit_gaussian_model
+from perception.ood.gaussian import GaussianModel, fit_gaussian_model
 from perception.ood.metrics import threshold_at_tpr
-from perception.ood.monitor import FRAME_COMPONENTS, OodMonitor
+from perception.ood.monitor import OodMonitor, descriptor_dim
 from perception.ood.stats import OodStats, file_sha256
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,8 @@ def score_feature_set(monitor: OodMonitor, fs: FeatureSet) -> tuple[dict[str, np
     frames: dict[str, list[float]] = {}
     for k in range(fs.num_frames):
         rows = fs.frame_index == k
-        for name, v in monitor.frame_scores(fs.embeddings[k], {n: s[rows] for n, s in det.items()}).items():
+        scores = monitor.frame_scores(fs.embeddings[k], fs.features[rows], {n: s[rows] for n, s in det.items()})
+        for name, v in scores.items():
             frames.setdefault(name, []).append(v)
     return det, {name: np.asarray(v) for name, v in frames.items()}
 
@@ -44,10 +45,17 @@ def id_detections(fs: FeatureSet, classes: tuple[str, ...], min_score: float) ->
     return np.isin(fs.matched, list(classes)) & (fs.scores >= min_score)
 
 
+def _descriptors(monitor: OodMonitor, fs: FeatureSet, det: dict[str, np.ndarray]) -> list[np.ndarray]:
+    rows = [fs.frame_index == k for k in range(fs.num_frames)]
+    return [monitor.frame_descriptor(fs.embeddings[k], fs.features[r], {n: s[r] for n, s in det.items()})
+            for k, r in enumerate(rows)]
+
+
 def fit_stats(train: FeatureSet, val: FeatureSet, classes: tuple[str, ...], min_score: float = DEFAULT_MIN_SCORE,
               tpr: float = 0.95, meta: dict | None = None) -> OodStats:
-    """Fit class Gaussians (detections matched to known classes) and the frame-embedding Gaussian on
-    ``train``; standardise the frame components and set every threshold at ``tpr`` on ``val``."""
+    """Fit on ``train``: class Gaussians of the detections matched to known classes, a Gaussian of the frame
+    embeddings and one of the frame descriptors (every detection of a frame counts, as at run time). On
+    ``val``: the fill values of empty frames and every threshold, at ``tpr`` of the ID detections / frames."""
     keep = id_detections(train, classes, min_score)
     if keep.sum() < 2 * len(classes):
         raise DataError(f"only {int(keep.sum())} training detections matched to {classes} with score >= "
@@ -55,18 +63,24 @@ def fit_stats(train: FeatureSet, val: FeatureSet, classes: tuple[str, ...], min_
     labels = np.array([classes.index(c) for c in train.matched[keep]])
     det_model = fit_gaussian_model(train.features[keep], labels, len(classes), where="fit_stats.train.features")
     frame_model = fit_gaussian_model(train.embeddings, where="fit_stats.train.embeddings")
+    p = descriptor_dim(det_model.dim, frame_model.dim)
     stats = OodStats(classes=tuple(classes), detection=det_model, frame=frame_model,
-                     frame_norm={k: (0.0, 1.0) for k in FRAME_COMPONENTS}, thresholds={}, tpr=tpr, meta=meta or {})
-    # Standardise the frame components on held-out validation frames (training-set distances are biased
-    # low, in-sample), then set every threshold at `tpr` of the validation detections / frames.
-    val_det = OodMonitor(stats).detection_scores(val.features, val.logits, where="fit_stats.val")
-    norm: dict[str, tuple[float, float]] = {}
+                     descriptor=GaussianModel(np.zeros((1, p)), np.eye(p)), descriptor_fill=np.zeros(p),
+                     frame_norm={}, thresholds={}, tpr=tpr, meta=meta or {})
+    monitor = OodMonitor(stats)
+    train_det = monitor.detection_scores(train.features, train.logits, where="fit_stats.train")
+    has_dets = np.bincount(train.frame_index, minlength=train.num_frames) > 0
+    if not has_dets.any():
+        raise DataError("no training frame has a detection", "fit_stats.train")
+    stats.descriptor_fill = np.mean(np.array(_descriptors(monitor, train, train_det))[has_dets], axis=0)
+    stats.descriptor = fit_gaussian_model(np.array(_descriptors(monitor, train, train_det)),
+                                          where="fit_stats.train.descriptors")
+    # Means over no detections are reported as the validation mean; thresholds at `tpr` of validation.
+    val_det = monitor.detection_scores(val.features, val.logits, where="fit_stats.val")
     for name, values in val_det.items():
         per_frame = [values[val.frame_index == k] for k in range(val.num_frames)]
-        norm[f"mean_{name}"] = _mean_std(np.array([v.mean() for v in per_frame if len(v)]))
-    norm["embedding"] = _mean_std(frame_model.distances(val.embeddings, "fit_stats.val.embeddings")[:, 0])
-    stats.frame_norm = norm
-    _, val_frame = score_feature_set(OodMonitor(stats), val)
+        stats.frame_norm[f"mean_{name}"] = _mean_std(np.array([v.mean() for v in per_frame if len(v)]))
+    _, val_frame = score_feature_set(monitor, val)
     val_keep = id_detections(val, classes, min_score)
     if not val_keep.any():
         raise DataError(f"no validation detections matched to {classes} with score >= {min_score}", "fit_stats.val")
@@ -117,7 +131,7 @@ def split_features(detector: FusionDetector, cfg: DetectorConfig, split: str, n_
     return collect_frames(detector, frames, n_frames, desc=f"ood {split}"), f"sim:{split} ({n_frames} frames)"
 
 
-def fit_model_dir(model_dir: str | Path, train_frames: int = 400, val_frames: int = 100,
+def fit_model_dir(model_dir: str | Path, train_frames: int = 1000, val_frames: int = 100,
                   min_score: float = DEFAULT_MIN_SCORE, tpr: float = 0.95,
                   detector: FusionDetector | None = None) -> OodStats:
     """Run the model in ``model_dir`` over train/val data and fit its OOD statistics (not saved)."""

@@ -76,7 +76,9 @@ def fit_gaussian_model(x: np.ndarray, labels: np.ndarray | None = None, num_clas
     """Fit class means and the shared (pooled within-class) shrunk covariance.
 
     ``labels`` (N,) are class indices in ``[0, num_classes)``; None puts every row in class 0. Every class
-    needs at least two samples; raises :class:`DataError` naming ``where`` otherwise.
+    needs at least two samples; raises :class:`DataError` naming ``where`` otherwise. Shrinkage acts on the
+    per-dimension standardised residuals (towards the identity correlation), so dimensions with different
+    units or scales are treated alike; the returned precision is in the original units.
     """
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2 or len(x) < 2 or not np.isfinite(x).all():
@@ -94,7 +96,9 @@ def fit_gaussian_model(x: np.ndarray, labels: np.ndarray | None = None, num_clas
         centered[rows] = x[rows] - means[c]
     if ((labels < 0) | (labels >= num_classes)).any():
         raise DataError(f"labels must lie in [0, {num_classes})", where)
-    cov, a = shrunk_covariance(centered, shrinkage)
+    scale = centered.std(axis=0)
+    scale = np.where(scale > 1e-9 * max(float(scale.max()), 1e-30), scale, max(float(scale.max()), 1.0))
+    cov, a = shrunk_covariance(centered / scale, shrinkage)
     floor = _EIG_FLOOR * max(float(np.trace(cov)) / cov.shape[0], 1e-12)
-    precision = np.linalg.inv(cov + floor * np.eye(cov.shape[0]))
+    precision = np.linalg.inv(cov + floor * np.eye(cov.shape[0])) / np.outer(scale, scale)
     return GaussianModel(means=means, precision=(precision + precision.T) / 2.0, shrinkage=a)

@@ -12,10 +12,15 @@ from perception.errors import ConfigError, DataError
 from perception.ood.scores import DETECTION_SCORES, energy_score, mahalanobis_score, mahavar_score
 from perception.ood.stats import OodStats, load_stats, stats_dir
 
-#: Frame-level scores: the frame embedding's distance, per-detection means, and their combination.
+#: Frame-level scores: the frame descriptor's distance, the frame embedding's, and per-detection means.
 FRAME_SCORES: tuple[str, ...] = ("frame", "embedding", *(f"mean_{s}" for s in DETECTION_SCORES))
-#: The two standardised components summed into the ``frame`` score.
-FRAME_COMPONENTS: tuple[str, str] = ("embedding", "mean_mahalanobis")
+#: Per-detection scores averaged into the frame descriptor (those a features-only message allows).
+DESCRIPTOR_SCORES: tuple[str, ...] = ("mahalanobis", "mahavar")
+
+
+def descriptor_dim(feature_dim: int, embedding_dim: int) -> int:
+    """Length of a frame descriptor (see :meth:`OodMonitor.frame_descriptor`)."""
+    return embedding_dim + feature_dim + len(DESCRIPTOR_SCORES) + 1
 
 
 @dataclass
@@ -38,9 +43,14 @@ class OodResult:
 class OodMonitor:
     """Out-of-distribution scores of detector outputs, from :class:`OodStats` fitted on training data.
 
-    ``frame`` = z(embedding) + z(mean_mahalanobis), each standardised by its mean/std over the held-out
-    validation frames; a frame without detections contributes z = 0 for its detection part (a mean over
-    no detections is reported as the validation mean).
+    Frame scores: ``embedding`` is the Mahalanobis distance of the pooled BEV frame embedding to the
+    training frames; ``mean_<score>`` averages a detection score over the frame's detections; ``frame``
+    is the Mahalanobis distance of the frame *descriptor* — embedding, mean query feature, mean
+    Mahalanobis and MahaVar scores of the detections and ``log(1 + #detections)`` — to the training
+    frames' descriptors. Being a distance, ``frame`` rises when any part moves either way (heavy rain,
+    for one, leaves fewer and *more* typical detections). A frame without detections takes the training
+    mean for the detection part of its descriptor (its count, 0, still counts), and the validation mean
+    for its ``mean_<score>`` values.
     """
 
     def __init__(self, stats: OodStats) -> None:
@@ -78,9 +88,22 @@ class OodMonitor:
             out["energy"] = energy_score(lg)
         return out
 
-    def frame_scores(self, embedding: np.ndarray | None, detection_scores: dict[str, np.ndarray],
-                     where: str = "frame_embedding") -> dict[str, float]:
-        """Frame scores from the frame embedding (E,) and this frame's per-detection scores."""
+    def frame_descriptor(self, embedding: np.ndarray, features: np.ndarray,
+                         detection_scores: dict[str, np.ndarray]) -> np.ndarray:
+        """(P,) descriptor of a frame: embedding (E,), mean feature of its detections (N, D), mean
+        :data:`DESCRIPTOR_SCORES`, log(1 + N)."""
+        n = len(features)
+        e, d = self.embedding_dim, self.feature_dim
+        if n:
+            det_part = np.concatenate([np.mean(features, axis=0),
+                                       [float(np.mean(detection_scores[k])) for k in DESCRIPTOR_SCORES]])
+        else:
+            det_part = self.stats.descriptor_fill[e:e + d + len(DESCRIPTOR_SCORES)]
+        return np.concatenate([np.asarray(embedding, np.float64).ravel(), det_part, [np.log1p(n)]])
+
+    def frame_scores(self, embedding: np.ndarray | None, features: np.ndarray,
+                     detection_scores: dict[str, np.ndarray], where: str = "frame_embedding") -> dict[str, float]:
+        """Frame scores from the frame embedding (E,) and this frame's detection features (N, D) and scores."""
         out: dict[str, float] = {}
         for name, values in detection_scores.items():
             key = f"mean_{name}"
@@ -90,16 +113,16 @@ class OodMonitor:
             if emb.size != self.embedding_dim or not np.isfinite(emb).all():
                 raise DataError(f"expected {self.embedding_dim} finite values, got {emb.size}", where)
             out["embedding"] = float(self.stats.frame.distances(emb[None], where)[0, 0])
-        if all(k in out for k in FRAME_COMPONENTS):
-            out["frame"] = float(sum((out[k] - self.stats.frame_norm[k][0]) / self.stats.frame_norm[k][1]
-                                     for k in FRAME_COMPONENTS))
+            feats = np.asarray(features, dtype=np.float64).reshape(-1, self.feature_dim)
+            desc = self.frame_descriptor(emb, feats, detection_scores)
+            out["frame"] = float(self.stats.descriptor.distances(desc[None], where)[0, 0])
         return out
 
     def score(self, features: np.ndarray, embedding: np.ndarray | None, logits: np.ndarray | None = None,
               where: str = "features") -> OodResult:
         """All scores of one frame's detections (features (N, D), logits (N, C) optional) and embedding."""
         det = self.detection_scores(features, logits, where)
-        return OodResult(det, self.frame_scores(embedding, det), self.stats.thresholds)
+        return OodResult(det, self.frame_scores(embedding, features, det), self.stats.thresholds)
 
     def score_result(self, result: DetectionResult) -> OodResult:
         """Scores of a :class:`DetectionResult` (needs ``feature``/``logits`` on every detection)."""

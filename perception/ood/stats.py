@@ -1,8 +1,8 @@
 """Fitted OOD statistics of one detector: what they hold, and how they are saved beside the model.
 
 ``<model_dir>/ood/ood_stats.npz`` holds the arrays (class means and precision of the query features,
-mean and precision of the frame embeddings); ``<model_dir>/ood/ood.json`` holds thresholds, frame-score
-normalisation and metadata, including the sha256 of the npz and of the detector weights they were
+mean and precision of the frame embeddings and of the frame descriptors); ``<model_dir>/ood/ood.json``
+holds thresholds, fill values and metadata, including the sha256 of the npz and of the detector weights they were
 fitted for. :func:`load_stats` checks all of it and raises :class:`ModelError` naming the file.
 """
 
@@ -25,7 +25,7 @@ OOD_DIR = "ood"
 STATS_FILE = "ood_stats.npz"
 META_FILE = "ood.json"
 FORMAT_VERSION = 1
-_ARRAYS = ("det_means", "det_precision", "frame_mean", "frame_precision")
+_ARRAYS = ("det_means", "det_precision", "frame_mean", "frame_precision", "desc_mean", "desc_precision", "desc_fill")
 
 
 def file_sha256(path: Path) -> str:
@@ -40,7 +40,9 @@ class OodStats:
     classes: tuple[str, ...]
     detection: GaussianModel  # class means (C, D) + shared precision of the per-detection query features
     frame: GaussianModel  # one mean (1, E) + precision of the frame embeddings
-    frame_norm: dict[str, tuple[float, float]]  # frame-score component -> (mean, std) over validation frames
+    descriptor: GaussianModel  # one mean (1, P) + precision of the frame descriptors (see OodMonitor)
+    descriptor_fill: np.ndarray  # (P,) training mean descriptor: fills the detection part of empty frames
+    frame_norm: dict[str, tuple[float, float]]  # mean_<score> -> (mean, std) over validation frames
     thresholds: dict[str, dict[str, float]]  # {"detection": {score: t}, "frame": {score: t}}
     tpr: float = 0.95  # ID acceptance rate the thresholds were set for
     meta: dict[str, Any] = field(default_factory=dict)  # weights_sha256, model name, data, counts, ...
@@ -67,14 +69,17 @@ def save_stats(stats: OodStats, out_dir: str | Path) -> Path:
     npz = out / STATS_FILE
     tmp = out / (STATS_FILE + ".tmp.npz")
     np.savez(tmp, det_means=stats.detection.means, det_precision=stats.detection.precision,
-             frame_mean=stats.frame.means, frame_precision=stats.frame.precision)
+             frame_mean=stats.frame.means, frame_precision=stats.frame.precision, desc_mean=stats.descriptor.means,
+             desc_precision=stats.descriptor.precision, desc_fill=stats.descriptor_fill[None])
     tmp.replace(npz)
     doc = {
         "format_version": FORMAT_VERSION,
         "classes": list(stats.classes),
         "feature_dim": stats.detection.dim,
         "embedding_dim": stats.frame.dim,
-        "shrinkage": {"detection": stats.detection.shrinkage, "frame": stats.frame.shrinkage},
+        "descriptor_dim": stats.descriptor.dim,
+        "shrinkage": {"detection": stats.detection.shrinkage, "frame": stats.frame.shrinkage,
+                      "descriptor": stats.descriptor.shrinkage},
         "tpr": stats.tpr,
         "thresholds": stats.thresholds,
         "frame_norm": {k: list(v) for k, v in stats.frame_norm.items()},
@@ -134,7 +139,7 @@ def load_stats(ood_dir: str | Path, model_dir: str | Path | None = None) -> OodS
     if doc.get("format_version") != FORMAT_VERSION:
         raise ModelError(f"format_version {doc.get('format_version')!r}, expected {FORMAT_VERSION}", where)
     for key, kind in (("classes", list), ("thresholds", dict), ("frame_norm", dict), ("shrinkage", dict),
-                      ("feature_dim", int), ("embedding_dim", int), ("stats_sha256", str)):
+                      ("feature_dim", int), ("embedding_dim", int), ("descriptor_dim", int), ("stats_sha256", str)):
         if not isinstance(doc.get(key), kind):
             raise ModelError(f"missing or not a {kind.__name__}", f"{where}:{key}")
     if file_sha256(npz_path) != doc["stats_sha256"]:
@@ -144,8 +149,9 @@ def load_stats(ood_dir: str | Path, model_dir: str | Path | None = None) -> OodS
             arrays = {k: np.asarray(z[k], dtype=np.float64) for k in _ARRAYS}
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
         raise ModelError(f"unreadable statistics: {exc}", str(npz_path)) from exc
-    c, d, e = len(doc["classes"]), doc["feature_dim"], doc["embedding_dim"]
-    shapes = {"det_means": (c, d), "det_precision": (d, d), "frame_mean": (1, e), "frame_precision": (e, e)}
+    c, d, e, p = len(doc["classes"]), doc["feature_dim"], doc["embedding_dim"], doc["descriptor_dim"]
+    shapes = {"det_means": (c, d), "det_precision": (d, d), "frame_mean": (1, e), "frame_precision": (e, e),
+              "desc_mean": (1, p), "desc_precision": (p, p), "desc_fill": (1, p)}
     for k, shape in shapes.items():
         if arrays[k].shape != shape or not np.isfinite(arrays[k]).all():
             raise ModelError(f"{k} has shape {arrays[k].shape} (expected {shape}) or non-finite values",
@@ -164,12 +170,14 @@ def load_stats(ood_dir: str | Path, model_dir: str | Path | None = None) -> OodS
     if model_dir is not None:
         _check_model(doc, Path(model_dir), where)
     shrink = doc["shrinkage"]
-    known = {"format_version", "classes", "feature_dim", "embedding_dim", "shrinkage", "tpr", "thresholds",
-             "frame_norm", "stats_sha256"}
+    known = {"format_version", "classes", "feature_dim", "embedding_dim", "descriptor_dim", "shrinkage", "tpr",
+             "thresholds", "frame_norm", "stats_sha256"}
     return OodStats(
         classes=tuple(doc["classes"]),
         detection=GaussianModel(arrays["det_means"], arrays["det_precision"], float(shrink.get("detection", 0.0))),
         frame=GaussianModel(arrays["frame_mean"], arrays["frame_precision"], float(shrink.get("frame", 0.0))),
+        descriptor=GaussianModel(arrays["desc_mean"], arrays["desc_precision"], float(shrink.get("descriptor", 0.0))),
+        descriptor_fill=arrays["desc_fill"][0],
         frame_norm=frame_norm, thresholds=thresholds, tpr=_finite_number(doc, "tpr", where),
         meta={k: v for k, v in doc.items() if k not in known},
     )

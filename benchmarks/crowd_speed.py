@@ -1,0 +1,77 @@
+"""Crowd counter throughput (images/s) at 512x384 with PyTorch and ONNX Runtime on this CPU.
+
+Times the network call on one 1x3x384x512 image (batch 1, the node's case) after warm-up, for the shipped
+model directory (default ``models/crowd_default``; its ``model.onnx`` is exported when missing). Prints images/s
+and p50/p90 latency per backend; ``--json`` writes them. Set ``--threads`` to what the deployment will use.
+Note that other processes running at the same time (e.g. training) lower the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("crowd_speed")
+
+
+def _time(fn, x: np.ndarray, warmup: int, iters: int) -> dict[str, float]:
+    for _ in range(warmup):
+        fn(x)
+    lat = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn(x)
+        lat.append(time.perf_counter() - t0)
+    arr = np.asarray(lat)
+    return {"images_per_s": float(1.0 / arr.mean()), "p50_ms": float(np.percentile(arr, 50) * 1e3),
+            "p90_ms": float(np.percentile(arr, 90) * 1e3)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print one line per backend."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", type=Path, default=Path("models/crowd_default"))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--iters", type=int, default=30)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+
+    import torch
+
+    from perception.crowd.checkpoint import load_crowd_model
+    from perception.crowd.export import INPUT_NAME, OUTPUT_NAME, export_crowd_onnx, ort_session
+
+    torch.set_num_threads(args.threads)
+    net, cfg, _ = load_crowd_model(args.model)
+    onnx_path = args.model / "model.onnx"
+    if not onnx_path.is_file():
+        export_crowd_onnx(net, onnx_path)
+    x = np.random.default_rng(0).random((1, 3, 384, 512), dtype=np.float32)
+    xt = torch.from_numpy(x)
+
+    def run_torch(_: np.ndarray) -> None:
+        with torch.inference_mode():
+            net(xt)
+
+    sess = ort_session(onnx_path, threads=args.threads)
+    results = {"model": str(args.model), "attention": cfg.model.attention, "size": "512x384",
+               "threads": args.threads,
+               "pytorch": _time(run_torch, x, args.warmup, args.iters),
+               "onnxruntime": _time(lambda a: sess.run([OUTPUT_NAME], {INPUT_NAME: a}), x, args.warmup, args.iters)}
+    for backend in ("pytorch", "onnxruntime"):
+        r = results[backend]
+        print(f"{backend:<12} {r['images_per_s']:7.1f} images/s  p50 {r['p50_ms']:6.1f} ms  p90 {r['p90_ms']:6.1f} ms"
+              f"  (512x384, {args.threads} threads)")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

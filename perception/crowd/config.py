@@ -1,0 +1,181 @@
+"""Crowd-counter config: ``model`` / ``data`` / ``train`` dataclasses loaded from YAML with validation."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from perception.errors import ConfigError
+
+#: Attention variants understood by :func:`perception.crowd.attention.make_attention`.
+ATTENTION_VARIANTS = ("none", "simam", "channel", "spatial", "combined")
+
+
+@dataclass
+class CrowdModelConfig:
+    """Network shape: VGG-like front end (stride-2 stem + 2 pools -> stride 8), dilated back end, 1x1 density head."""
+
+    name: str = "crowd_csrnet_tiny"
+    front_channels: list[int] = field(default_factory=lambda: [16, 32, 48])
+    back_channels: list[int] = field(default_factory=lambda: [48, 48, 32])
+    dilation: int = 2
+    attention: str = "combined"
+    simam_lambda: float = 1e-4
+    max_side: int = 512  # images are resized so that their longer side is at most this (points scaled alike)
+
+    def validate(self, where: str) -> None:
+        """Raise ConfigError on out-of-range values."""
+        if self.attention not in ATTENTION_VARIANTS:
+            raise ConfigError(f"unknown attention {self.attention!r}; one of {ATTENTION_VARIANTS}",
+                              f"{where}:model.attention")
+        if len(self.front_channels) != 3 or any(c < 1 for c in self.front_channels):
+            raise ConfigError("need 3 positive front-end widths (one per stride-2 stage)",
+                              f"{where}:model.front_channels")
+        if not self.back_channels or any(c < 1 for c in self.back_channels):
+            raise ConfigError("need at least one positive back-end width", f"{where}:model.back_channels")
+        if self.dilation < 1:
+            raise ConfigError("dilation must be >= 1", f"{where}:model.dilation")
+        if self.max_side < 64 or self.max_side % 8:
+            raise ConfigError("max_side must be a multiple of 8 and >= 64", f"{where}:model.max_side")
+        if not 0.0 < self.simam_lambda < 1.0:
+            raise ConfigError("simam_lambda must be in (0, 1)", f"{where}:model.simam_lambda")
+
+
+@dataclass
+class CrowdDataConfig:
+    """Where the data is and how it is split (by scene, fixed lists) and turned into density maps."""
+
+    root: str = "../shared/data/crowd_sample"
+    test_scenes: list[str] = field(default_factory=lambda: ["scene_003", "scene_009", "scene_015", "scene_021",
+                                                            "handclick_02", "handclick_06"])
+    val_scenes: list[str] = field(default_factory=lambda: ["scene_006", "scene_012", "scene_024", "handclick_05"])
+    knn: int = 3
+    sigma_beta: float = 0.3
+    sigma_min: float = 2.0
+    sigma_max: float = 16.0
+    sigma_single: float = 6.0  # sigma when an image has fewer than 2 heads
+
+    def validate(self, where: str) -> None:
+        """Raise ConfigError on out-of-range values or overlapping splits."""
+        overlap = set(self.test_scenes) & set(self.val_scenes)
+        if overlap:
+            raise ConfigError(f"scenes in both test and val: {sorted(overlap)}", f"{where}:data.val_scenes")
+        if self.knn < 1:
+            raise ConfigError("knn must be >= 1", f"{where}:data.knn")
+        if not 0.0 < self.sigma_min <= self.sigma_max:
+            raise ConfigError("need 0 < sigma_min <= sigma_max", f"{where}:data.sigma_min")
+
+
+@dataclass
+class CrowdTrainConfig:
+    """Optimisation schedule; everything seeded."""
+
+    seed: int = 0
+    steps: int = 1200
+    batch_size: int = 8
+    crop: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    scale_min: float = 0.7
+    scale_max: float = 1.3
+    jitter: float = 0.2
+    count_loss_weight: float = 0.05
+    eval_every: int = 100
+    checkpoint_every: int = 100
+    threads: int = 1
+    interval_level: float = 0.9
+    select_best: bool = False  # ship the best-validation weights instead of the final ones (val set is tiny)
+
+    def validate(self, where: str) -> None:
+        """Raise ConfigError on out-of-range values."""
+        if self.steps < 1 or self.batch_size < 1:
+            raise ConfigError("steps and batch_size must be >= 1", f"{where}:train.steps")
+        if self.crop < 64 or self.crop % 8:
+            raise ConfigError("crop must be a multiple of 8 and >= 64", f"{where}:train.crop")
+        if not 0.0 < self.scale_min <= self.scale_max:
+            raise ConfigError("need 0 < scale_min <= scale_max", f"{where}:train.scale_min")
+        if not 0.0 < self.interval_level < 1.0:
+            raise ConfigError("interval_level must be in (0, 1)", f"{where}:train.interval_level")
+        if self.lr <= 0:
+            raise ConfigError("lr must be > 0", f"{where}:train.lr")
+
+
+@dataclass
+class CrowdConfig:
+    """A whole crowd config file: ``model`` + ``data`` + ``train`` sections."""
+
+    model: CrowdModelConfig = field(default_factory=CrowdModelConfig)
+    data: CrowdDataConfig = field(default_factory=CrowdDataConfig)
+    train: CrowdTrainConfig = field(default_factory=CrowdTrainConfig)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> CrowdConfig:
+        """Load and validate a YAML config; errors name the file and key."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError("config file not found", str(path))
+        try:
+            doc = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"not valid YAML: {exc}", str(path)) from exc
+        return cls.from_dict(doc, str(path))
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any], where: str = "<dict>") -> CrowdConfig:
+        """Build from a parsed mapping; unknown sections or keys are errors."""
+        if not isinstance(doc, dict):
+            raise ConfigError("expected a mapping", where)
+        unknown = set(doc) - {"model", "data", "train"}
+        if unknown:
+            raise ConfigError(f"unknown section(s) {sorted(unknown)}", where)
+        cfg = cls(model=_build(CrowdModelConfig, doc.get("model") or {}, f"{where}:model"),
+                  data=_build(CrowdDataConfig, doc.get("data") or {}, f"{where}:data"),
+                  train=_build(CrowdTrainConfig, doc.get("train") or {}, f"{where}:train"))
+        cfg.model.validate(where)
+        cfg.data.validate(where)
+        cfg.train.validate(where)
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain mapping for YAML."""
+        return {"model": dataclasses.asdict(self.model), "data": dataclasses.asdict(self.data),
+                "train": dataclasses.asdict(self.train)}
+
+    def to_yaml(self, path: str | Path) -> None:
+        """Write the resolved config."""
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _build(kind: type, values: Any, where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError("expected a mapping", where)
+    defaults = kind()
+    names = {f.name for f in dataclasses.fields(kind)}
+    unknown = set(values) - names
+    if unknown:
+        raise ConfigError(f"unknown key(s) {sorted(unknown)}", where)
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        default = getattr(defaults, key)
+        try:
+            if isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise TypeError("expected true/false")
+                out[key] = value
+            elif isinstance(default, (int, float)):
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise TypeError(f"expected a number, got {type(value).__name__}")
+                out[key] = type(default)(value)
+            elif isinstance(default, list):
+                if not isinstance(value, list):
+                    raise TypeError("expected a list")
+                out[key] = [type(default[0])(v) for v in value] if default else list(value)
+            else:
+                out[key] = type(default)(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"bad value {value!r}: {exc}", f"{where}.{key}") from exc
+    return kind(**out)

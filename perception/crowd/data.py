@@ -1,0 +1,164 @@
+"""Crowd samples (image + head points): loading, the fixed by-scene split and augmented training batches."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from perception.crowd.config import CrowdDataConfig
+from perception.crowd.density import adaptive_sigmas, render_density, sum_pool
+from perception.errors import DataError
+
+log = logging.getLogger(__name__)
+
+_VIEW = re.compile(r"^(?P<scene>.+)_(?P<view>\d+)$")
+
+
+@dataclass
+class CrowdSample:
+    """One photo resized so that its longer side is at most ``max_side``; points scaled alike."""
+
+    name: str
+    image: np.ndarray  # (H, W, 3) float32 RGB in [0, 1]
+    points: np.ndarray  # (N, 2) float64 x, y in resized pixels
+    count: int  # annotated heads (the count in the JSON)
+    scale: float  # resized / original
+
+    @property
+    def scene(self) -> str:
+        """Scene id shared by all views of one place."""
+        return scene_of(self.name)
+
+    @property
+    def source(self) -> str:
+        """Data source: ``cityuhk`` for ``scene_*`` views, else the name prefix (``handclick``)."""
+        return source_of(self.name)
+
+
+def scene_of(name: str) -> str:
+    """``scene_005_2`` -> ``scene_005``; a name without a view suffix (``handclick_03``) is its own scene."""
+    m = _VIEW.match(name)
+    if name.startswith("scene_") and m:
+        return m.group("scene")
+    return name
+
+
+def source_of(name: str) -> str:
+    """``cityuhk`` for ``scene_*`` images, ``handclick`` for hand-clicked photos, else ``other``."""
+    if name.startswith("scene_"):
+        return "cityuhk"
+    if name.startswith("handclick"):
+        return "handclick"
+    return "other"
+
+
+def list_names(root: str | Path) -> list[str]:
+    """Stems of every ``points/*.json`` under ``root`` that has a matching image."""
+    root = Path(root)
+    if not (root / "images").is_dir() or not (root / "points").is_dir():
+        raise DataError("expected images/ and points/ folders", str(root))
+    return sorted(p.stem for p in (root / "points").glob("*.json"))
+
+
+def load_sample(root: str | Path, name: str, max_side: int) -> CrowdSample:
+    """Read ``images/<name>.*`` and ``points/<name>.json``; malformed files raise DataError naming them."""
+    root = Path(root)
+    jpath = root / "points" / f"{name}.json"
+    try:
+        doc = json.loads(jpath.read_text())
+        pts = np.asarray(doc.get("points", []), dtype=np.float64).reshape(-1, 2)
+        count = int(doc.get("count", len(pts)))
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        raise DataError(f"unreadable point file: {exc}", str(jpath)) from exc
+    if count != len(pts):
+        log.warning("%s: count %d != %d points; using the points", jpath, count, len(pts))
+        count = len(pts)
+    image_name = doc.get("image") or f"{name}.jpg"
+    ipath = root / "images" / image_name
+    if not ipath.is_file():
+        matches = sorted((root / "images").glob(f"{name}.*"))
+        if not matches:
+            raise DataError("image not found", str(ipath))
+        ipath = matches[0]
+    try:
+        with Image.open(ipath) as im:
+            rgb = im.convert("RGB")
+            w, h = rgb.size
+            scale = min(1.0, max_side / max(w, h))
+            if scale < 1.0:
+                rgb = rgb.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
+            arr = np.asarray(rgb, dtype=np.float32) / 255.0
+    except OSError as exc:
+        raise DataError(f"unreadable image: {exc}", str(ipath)) from exc
+    return CrowdSample(name=name, image=arr, points=pts * scale, count=count, scale=scale)
+
+
+def split_names(names: list[str], cfg: CrowdDataConfig) -> dict[str, list[str]]:
+    """Fixed by-scene split: every view of a scene in ``test_scenes`` / ``val_scenes`` goes there, the rest
+    trains."""
+    out: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    test, val = set(cfg.test_scenes), set(cfg.val_scenes)
+    for name in names:
+        scene = scene_of(name)
+        out["test" if scene in test else "val" if scene in val else "train"].append(name)
+    return out
+
+
+def load_split(cfg: CrowdDataConfig, max_side: int, root: str | Path | None = None) -> dict[str, list[CrowdSample]]:
+    """Load every sample of ``root`` (default ``cfg.root``) grouped by split."""
+    root = Path(root or cfg.root)
+    names = split_names(list_names(root), cfg)
+    return {k: [load_sample(root, n, max_side) for n in v] for k, v in names.items()}
+
+
+def target_density(sample: CrowdSample, cfg: CrowdDataConfig) -> np.ndarray:
+    """Full-resolution geometry-adaptive density map of a sample."""
+    h, w = sample.image.shape[:2]
+    sig = adaptive_sigmas(sample.points, cfg.knn, cfg.sigma_beta, cfg.sigma_min, cfg.sigma_max, cfg.sigma_single)
+    return render_density(sample.points, sig, h, w)
+
+
+class Augmenter:
+    """Random scale, crop, horizontal flip and colour jitter -> (image crop, stride-8 density target)."""
+
+    def __init__(self, data_cfg: CrowdDataConfig, crop: int, scale_min: float, scale_max: float, jitter: float,
+                 stride: int = 8) -> None:
+        self.cfg = data_cfg
+        self.crop = crop
+        self.scale_range = (scale_min, scale_max)
+        self.jitter = jitter
+        self.stride = stride
+
+    def __call__(self, sample: CrowdSample, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """One augmented (3, crop, crop) image and its (crop/8, crop/8) density target."""
+        s = rng.uniform(*self.scale_range)
+        h0, w0 = sample.image.shape[:2]
+        h, w = max(self.crop, round(h0 * s)), max(self.crop, round(w0 * s))
+        sx, sy = w / w0, h / h0
+        im = Image.fromarray((sample.image * 255).astype(np.uint8)).resize((w, h), Image.BILINEAR)
+        img = np.asarray(im, dtype=np.float32) / 255.0
+        pts = sample.points * np.array([sx, sy])
+        y0 = int(rng.integers(0, h - self.crop + 1))
+        x0 = int(rng.integers(0, w - self.crop + 1))
+        img = img[y0:y0 + self.crop, x0:x0 + self.crop]
+        c = self.cfg
+        sig = adaptive_sigmas(pts, c.knn, c.sigma_beta, c.sigma_min, c.sigma_max, c.sigma_single) * np.sqrt(sx * sy)
+        pts = pts - np.array([x0, y0])
+        dens = render_density(pts, sig, self.crop, self.crop)
+        if rng.random() < 0.5:
+            img, dens = img[:, ::-1], dens[:, ::-1]
+        j = self.jitter
+        if j > 0:
+            img = img * rng.uniform(1 - j, 1 + j)  # brightness
+            mean = img.mean()
+            img = (img - mean) * rng.uniform(1 - j, 1 + j) + mean  # contrast
+            grey = img.mean(axis=2, keepdims=True)
+            img = (img - grey) * rng.uniform(1 - j, 1 + j) + grey  # saturation
+        img = np.clip(img, 0.0, 1.0)
+        return np.ascontiguousarray(img.transpose(2, 0, 1)), sum_pool(np.ascontiguousarray(dens), self.stride)

@@ -1,0 +1,62 @@
+"""Compact CSRNet-style counter: VGG-like front end (strided stem + 2 pools = stride 8), dilated back end,
+1x1 density head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from perception.crowd.attention import make_attention
+from perception.crowd.config import CrowdModelConfig
+
+#: ImageNet-style normalisation applied inside the network (inputs are RGB in [0, 1]).
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+STRIDE = 8
+
+
+def _conv(cin: int, cout: int, dilation: int = 1, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=dilation, dilation=dilation, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class CrowdNet(nn.Module):
+    """Maps an RGB image (N, 3, H, W) in [0, 1] to a density map (N, 1, H/8, W/8) whose sum is the count.
+
+    H and W must be multiples of 8. The output is rectified (ReLU) in eval mode only, so that training
+    gradients never die on negative cells.
+    """
+
+    def __init__(self, cfg: CrowdModelConfig) -> None:
+        super().__init__()
+        f1, f2, f3 = cfg.front_channels
+        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
+        att = cfg.attention
+        lam = cfg.simam_lambda
+        self.front = nn.Sequential(
+            _conv(3, f1, stride=2), make_attention(att, lam),
+            nn.MaxPool2d(2), _conv(f1, f2), make_attention(att, lam),
+            nn.MaxPool2d(2), _conv(f2, f3), make_attention(att, lam),
+        )
+        layers: list[nn.Module] = []
+        cin = f3
+        for cout in cfg.back_channels:
+            layers.append(_conv(cin, cout, cfg.dilation))
+            cin = cout
+        layers.append(make_attention(att, lam))
+        self.back = nn.Sequential(*layers)
+        self.head = nn.Conv2d(cin, 1, 1)
+        nn.init.normal_(self.head.weight, std=0.01)
+        nn.init.constant_(self.head.bias, 0.0)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Density map at stride 8."""
+        x = (image - self.mean) / self.std
+        d = self.head(self.back(self.front(x)))
+        return d if self.training else torch.relu(d)
+
+
+def count_parameters(net: nn.Module) -> int:
+    """Number of learnable parameters."""
+    return sum(p.numel() for p in net.parameters())

@@ -1,0 +1,103 @@
+"""The shipped crowd model: eval CLI on real held-out images, corrupt weights, ONNX parity."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from perception.cli import main
+from perception.crowd.checkpoint import WEIGHTS_FILE, load_crowd_model
+from perception.crowd.config import CrowdConfig
+from perception.crowd.data import list_names, split_names
+from perception.errors import ModelError
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = REPO / "models" / "crowd_default"
+CROWD = Path(__file__).resolve().parents[2] / "shared" / "data" / "crowd_sample"
+needs_data = pytest.mark.skipif(not CROWD.is_dir(), reason=f"shared crowd data not found at {CROWD}")
+
+
+@needs_data
+def test_eval_cli_on_training_source_uses_only_held_out_test_images(tmp_path: Path) -> None:
+    out = tmp_path / "eval.json"
+    assert main(["eval-crowd", "--model", str(MODEL), "--data", str(CROWD), "--json", str(out),
+                 "--threads", "1"]) == 0
+    report = json.loads(out.read_text())
+    assert {"mae", "rmse", "images"} <= set(report)
+    cfg = CrowdConfig.from_yaml(MODEL / "config.yaml")
+    expected = split_names(list_names(CROWD), cfg.data)["test"]
+    assert sorted(r["image"] for r in report["images"]) == sorted(expected)
+    assert report["split"] == "test"
+    errors = np.array([r["pred"] - r["gt"] for r in report["images"]])
+    assert report["mae"] == pytest.approx(np.abs(errors).mean(), abs=1e-2)
+    assert report["rmse"] == pytest.approx(np.sqrt((errors ** 2).mean()), abs=1e-2)
+    assert all(r["low"] <= r["pred"] <= r["high"] for r in report["images"])
+    assert out.with_suffix(".png").stat().st_size > 10_000
+
+
+@needs_data
+def test_eval_on_another_folder_evaluates_every_image(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    for sub in ("images", "points"):
+        (data / sub).mkdir(parents=True)
+    for name in ("handclick_02", "scene_009_1"):
+        shutil.copy(CROWD / "images" / f"{name}.jpg", data / "images")
+        shutil.copy(CROWD / "points" / f"{name}.json", data / "points")
+    out = tmp_path / "e.json"
+    assert main(["eval-crowd", "--model", str(MODEL), "--data", str(data), "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["split"] == "all"
+    assert [r["image"] for r in report["images"]] == ["handclick_02", "scene_009_1"]
+
+
+def test_shipped_weights_are_small_and_load() -> None:
+    assert (MODEL / WEIGHTS_FILE).stat().st_size <= 10 * 1024 * 1024
+    net, cfg, interval = load_crowd_model(MODEL)
+    assert not net.training
+    assert interval.phi > 0
+
+
+def test_corrupt_weights_raise_model_error_naming_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "m"
+    shutil.copytree(MODEL, bad, ignore=shutil.ignore_patterns("*.onnx", "checkpoint.pt"))
+    (bad / "manifest.json").unlink()  # without the manifest the safetensors reader itself must complain
+    data = bytearray((bad / WEIGHTS_FILE).read_bytes())
+    (bad / WEIGHTS_FILE).write_bytes(bytes(data[: len(data) // 3]))
+    with pytest.raises(ModelError, match=WEIGHTS_FILE):
+        load_crowd_model(bad)
+
+
+def test_modified_weights_fail_the_manifest_check(tmp_path: Path) -> None:
+    bad = tmp_path / "m"
+    shutil.copytree(MODEL, bad, ignore=shutil.ignore_patterns("*.onnx", "checkpoint.pt"))
+    data = bytearray((bad / WEIGHTS_FILE).read_bytes())
+    data[-10] ^= 0xFF
+    (bad / WEIGHTS_FILE).write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="sha256"):
+        load_crowd_model(bad)
+
+
+def test_weights_of_another_shape_raise_model_error(tmp_path: Path) -> None:
+    bad = tmp_path / "m"
+    shutil.copytree(MODEL, bad, ignore=shutil.ignore_patterns("*.onnx", "checkpoint.pt"))
+    (bad / "manifest.json").unlink()
+    cfg = CrowdConfig.from_yaml(bad / "config.yaml")
+    cfg.model.back_channels = [c + 8 for c in cfg.model.back_channels]
+    cfg.to_yaml(bad / "config.yaml")
+    with pytest.raises(ModelError, match="do not match"):
+        load_crowd_model(bad)
+
+
+def test_shipped_onnx_matches_pytorch() -> None:
+    from perception.crowd.export import parity
+
+    onnx_path = MODEL / "model.onnx"
+    assert onnx_path.is_file(), "run `python -m perception.crowd.export models/crowd_default`"
+    net, _, _ = load_crowd_model(MODEL)
+    diff = parity(net, onnx_path, sizes=((384, 512), (200, 328)))
+    assert diff["max_abs_density"] < 1e-4
+    assert diff["max_abs_count"] < 1e-2
