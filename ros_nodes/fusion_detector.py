@@ -8,6 +8,7 @@ are dropped (a one-slot queue) and counted on /diagnostics. See ros_nodes/README
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -272,12 +273,13 @@ class FusionDetectorNode(Node):
         ]
         self.diag.publish(statuses)
 
-    def stop(self, timeout_s: float = 2.0) -> None:
-        """Stop the worker thread; an inference still running after ``timeout_s`` is abandoned (daemon thread)."""
+    def stop(self, timeout_s: float = 2.0) -> bool:
+        """Stop the worker thread; False when an inference is still running after ``timeout_s``."""
         with self._cv:
             self._running = False
             self._cv.notify()
         self._worker.join(timeout=timeout_s)
+        return not self._worker.is_alive()
 
 
 def main(args: list[str] | None = None) -> int:
@@ -294,9 +296,14 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        node.stop()
+        finished = node.stop()
         node.destroy_node()
         rclpy.try_shutdown()
+    if not finished:
+        # Interpreter teardown under a running torch op aborts or hangs: leave without it.
+        print("fusion_detector: abandoning the inference in progress", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(0)
     return 0
 
 

@@ -240,8 +240,11 @@ def test_replay_detections_match_ground_truth(replay, drive):
             gts.append(frame.boxes)
             dets.append([d.box for d in found])
             scores.append(np.array([d.probability for d in found]))
-    ap = evaluate_ap(gts, dets, scores, classes=("Car",), metric="bev", difficulty="none")
-    assert ap["Car"].ap >= 0.3, f"Car BEV AP {ap['Car'].ap:.2f} on the replayed drive"
+    assert len(gts) >= 10, f"only {len(gts)} frames answered"
+    # In-process on all 20 frames the trained model reaches BEV AP|R40 (every GT with points) of
+    # Car 70, Pedestrian 79, Cyclist 73 %.
+    ap = evaluate_ap(gts, dets, scores, classes=("Car", "Pedestrian", "Cyclist"), metric="bev", difficulty="none")
+    assert all(a.ap >= 50.0 for a in ap.values()), {c: round(a.ap, 1) for c, a in ap.items()}
 
 
 def test_replay_publishes_markers_features_attention_and_diagnostics(replay):
