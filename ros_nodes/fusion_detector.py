@@ -283,7 +283,7 @@ class FusionDetectorNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    """Run the node until SIGINT/SIGTERM; a model or calibration error ends it with status 2."""
+    """Run the node until SIGINT/SIGTERM (then exit 0); a model or calibration error ends it with status 2."""
     rclpy.init(args=args)
     try:
         node = FusionDetectorNode()
@@ -300,11 +300,12 @@ def main(args: list[str] | None = None) -> int:
         node.destroy_node()
         rclpy.try_shutdown()
     if not finished:
-        # Interpreter teardown under a running torch op aborts or hangs: leave without it.
         print("fusion_detector: abandoning the inference in progress", file=sys.stderr, flush=True)
-        sys.stdout.flush()
-        os._exit(0)
-    return 0
+    # Everything is closed. Skip interpreter teardown: with torch and rclpy loaded its garbage collection was
+    # seen to hang (busy machine) or abort (an inference still running), turning a clean stop into SIGTERM.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

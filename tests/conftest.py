@@ -20,6 +20,8 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO_ROOT / "config" / "fastdds_localhost.xml"))
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# A DDS domain of this test session's own, so two test runs on one machine never hear each other's nodes.
+os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
 
 #: Frames in the session's ``default_drive`` bag (small: a few seconds of simulation).
 DEFAULT_DRIVE_FRAMES = 4
