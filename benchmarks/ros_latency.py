@@ -12,6 +12,7 @@ the detector process's RSS at the start and end of the run (flat = no leak).
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
@@ -113,12 +114,14 @@ def main() -> int:
     log_path = REPO / "out" / "ros_latency_launch.log"
     log_path.parent.mkdir(exist_ok=True)
     log = log_path.open("w")
+    domain = 1 + os.getpid() % 100  # a DDS domain of our own: other graphs on this machine cannot interfere
     runner = subprocess.Popen([sys.executable, "-m", "perception.cli", "launch", "perception.launch.yaml",
                                f"backend:={args.backend}", "xai_period_s:=1.0"], stdout=log,
-                              stderr=subprocess.STDOUT, env=dds_env(), cwd=REPO, start_new_session=True)
+                              stderr=subprocess.STDOUT, env={**dds_env(), "ROS_DOMAIN_ID": str(domain)}, cwd=REPO,
+                              start_new_session=True)
     print(f"node output: {log_path}")
     try:
-        with Probe(topics) as probe:
+        with Probe(topics, domain_id=domain) as probe:
             pubs = {t: probe.publisher(c, t) for t, c in ((LIDAR, PointCloud2), (IMAGE, Image), (INFO, CameraInfo))}
             if not probe.wait_for(lambda: pubs[LIDAR].get_subscription_count() >= 2, 120):
                 print("the detector did not come up within 120 s")

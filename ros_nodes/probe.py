@@ -34,10 +34,11 @@ class Probe:
     Use as a context manager: ``with Probe({"/perception/detections": Detection3DArray}) as p: p.wait_for(...)``.
     """
 
-    def __init__(self, topics: dict[str, type], qos: QoSProfile | None = None, name: str = "probe") -> None:
+    def __init__(self, topics: dict[str, type], qos: QoSProfile | None = None, name: str = "probe",
+                 domain_id: int | None = None) -> None:
         os.environ.update({k: v for k, v in dds_env().items() if k in DDS_KEYS})  # keep DDS on this machine
         self.context = rclpy.Context()
-        rclpy.init(context=self.context)
+        rclpy.init(context=self.context, domain_id=domain_id)
         self.node = Node(name, context=self.context)
         self.received: dict[str, list[Received]] = {t: [] for t in topics}
         self._lock = threading.Lock()

@@ -188,8 +188,9 @@ launch:
 """)
     log = tmp_path / "out.log"
     with log.open("w") as out:
+        env = {**dds_env(), "ROS_DOMAIN_ID": str(1 + os.getpid() % 100)}  # no cross-talk with other test runs
         runner = subprocess.Popen([sys.executable, "-m", "perception.cli", "launch", str(path)], stdout=out,
-                                  stderr=subprocess.STDOUT, env=dds_env(), cwd=REPO, start_new_session=True)
+                                  stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and log.read_text().count("watching") < 2:

@@ -42,6 +42,8 @@ LIDAR, IMAGE, INFO = "/sensing/lidar/points", "/sensing/camera/image_raw", "/sen
 #: Playback speed of the replay test: slow enough for CPU inference on 2 cores to keep up with every frame.
 REPLAY_RATE = 0.2
 STARTUP_S = 90.0  # model load + warm-up on a busy 2-core machine
+#: A DDS domain of our own, so ROS tests running at the same time on this machine cannot cross-talk.
+DOMAIN = 1 + os.getpid() % 100
 
 
 def _alive(pid: int) -> bool:
@@ -73,6 +75,7 @@ class Graph:
         self.log_path = tmp_path / f"{Path(launch_file).stem}.log"
         self._log = self.log_path.open("w")
         env = dds_env()
+        env["ROS_DOMAIN_ID"] = str(DOMAIN)
         env.setdefault("OMP_NUM_THREADS", "2")
         self.proc = subprocess.Popen([sys.executable, "-m", "perception.cli", "launch", launch_file, *arguments],
                                      stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
@@ -156,7 +159,7 @@ REPLAY_TOPICS = {
 def replay(drive, bag_clouds, tmp_path_factory):
     """Run replay.launch.yaml on the drive; returns what the test subscriber saw, then stops it with SIGINT."""
     tmp = tmp_path_factory.mktemp("replay")
-    with Probe(REPLAY_TOPICS) as probe:
+    with Probe(REPLAY_TOPICS, domain_id=DOMAIN) as probe:
         clouds: list[float] = []
         probe.node.create_subscription(PointCloud2, LIDAR, lambda _m: clouds.append(time.monotonic()), sensor_qos())
         # wait_for_subscribers 3: the detector, sensor_health and this test's cloud subscriber.
@@ -288,7 +291,7 @@ def test_sigint_stops_the_whole_group_without_orphans(replay):
 # ---------------------------------------------------------------------- degraded: no camera
 def test_camera_removed_gives_lidar_only_degraded_detections(drive, tmp_path):
     topics = {"/perception/detections": Detection3DArray, "/diagnostics": DiagnosticArray}
-    with Probe(topics) as probe:
+    with Probe(topics, domain_id=DOMAIN) as probe:
         graph = Graph(tmp_path, "replay.launch.yaml", f"bag:={drive}", "rate:=1.0", f"skip_topics:={IMAGE}",
                       "xai_period_s:=0.0")
         try:
@@ -346,7 +349,7 @@ def test_malformed_messages_leave_every_node_alive_and_reported(tmp_path, sim_ri
     cases = _malformed(sim_rig)
     assert len({where for _, where, _ in cases}) >= 10
     topics = {"/perception/detections": Detection3DArray, "/diagnostics": DiagnosticArray}
-    with Probe(topics) as probe:
+    with Probe(topics, domain_id=DOMAIN) as probe:
         pubs = {t: probe.publisher(cls, t) for t, cls in ((LIDAR, PointCloud2), (IMAGE, Image), (INFO, CameraInfo))}
         graph = Graph(tmp_path, "perception.launch.yaml", "xai_period_s:=0")
         try:
@@ -354,10 +357,6 @@ def test_malformed_messages_leave_every_node_alive_and_reported(tmp_path, sim_ri
             assert probe.wait_for(lambda: pubs[LIDAR].get_subscription_count() >= 2
                                   and pubs[IMAGE].get_subscription_count() >= 2
                                   and pubs[INFO].get_subscription_count() >= 1, 30), graph.output()
-            for topic, _, msg in cases:
-                pubs[topic].publish(msg)
-                time.sleep(0.05)
-
             def reported() -> set[tuple[str, str]]:
                 return {(name.split(":")[0], where) for name, level, text in _status_texts(probe)
                         for _, where, _ in cases if level == 2 and where in text and name.endswith(": input")}
@@ -365,7 +364,14 @@ def test_malformed_messages_leave_every_node_alive_and_reported(tmp_path, sim_ri
             expected = {("fusion_detector", where) for _, where, _ in cases}
             expected |= {("sensor_health", where) for topic, where, _ in cases if topic in (LIDAR, IMAGE)
                          and not where.endswith(":width")}  # size vs rig is the detector's concern
-            probe.wait_for(lambda: expected <= reported(), 15)
+            for _ in range(3):  # sensor inputs are best effort, depth 2: a busy node may miss a burst; resend
+                missing = {where for _, where in expected - reported()}
+                for topic, where, msg in cases:
+                    if where in missing:
+                        pubs[topic].publish(msg)
+                        time.sleep(0.2)
+                if probe.wait_for(lambda: expected <= reported(), 10):
+                    break
             assert expected <= reported(), f"not reported: {sorted(expected - reported())}"
             # Still alive and working: a valid frame is detected.
             stamp = time.time_ns()
