@@ -296,7 +296,7 @@ def test_camera_removed_gives_lidar_only_degraded_detections(drive, tmp_path):
                       "xai_period_s:=0.0")
         try:
             assert graph.wait_for_output("subscriber(s) on /sensing/lidar/points: starting", STARTUP_S), graph.output()
-            assert probe.wait_for(lambda: len(probe.messages("/perception/detections")) >= 3, 60), graph.output()
+            assert probe.wait_for(lambda: len(probe.messages("/perception/detections")) >= 2, 90), graph.output()
             probe.wait_for(lambda: any(s[0] == "sensor_health: camera" for s in _status_texts(probe)), 5)
             msgs = probe.messages("/perception/detections")
             assert all(m.degraded and "camera_missing" in m.degraded_reasons for m in msgs), \

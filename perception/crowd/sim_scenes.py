@@ -321,8 +321,8 @@ def _visible_heads(scene: o3d.t.geometry.RaycastingScene, cam: _Camera, people: 
 
 def simulated_samples(n: int, seed: int, opts: SimCrowdOptions | None = None, cache_dir: str | Path | None = None,
                       progress: bool = True) -> list[CrowdSample]:
-    """``n`` seeded simulated scenes; with ``cache_dir`` they are stored as one ``.npz`` keyed by the options and
-    seed and re-used."""
+    """``n`` seeded simulated scenes (uint8 images); with ``cache_dir`` they are stored as one ``.npz`` keyed by
+    the options and seed and re-used."""
     opts = opts or SimCrowdOptions()
     opts.validate()
     key = hashlib.sha256(repr((sorted(asdict(opts).items()), n, seed, 2)).encode()).hexdigest()[:12]
@@ -331,18 +331,17 @@ def simulated_samples(n: int, seed: int, opts: SimCrowdOptions | None = None, ca
         try:
             with np.load(cache) as z:
                 imgs, pts, splits = z["images"], z["points"], z["splits"]
-            return [CrowdSample(f"sim_{i:04d}", imgs[i].astype(np.float32) / 255.0, p, len(p), 1.0)
-                    for i, p in enumerate(np.split(pts, splits))]
+            return [CrowdSample(f"sim_{i:04d}", imgs[i], p, len(p), 1.0) for i, p in enumerate(np.split(pts, splits))]
         except (OSError, ValueError, KeyError) as exc:
             log.warning("ignoring unreadable sim cache %s: %s", cache, exc)
     out = []
     for i in tqdm(range(n), desc="sim crowd scenes", disable=not progress):
         s = render_crowd_scene(np.random.default_rng([seed, i]), opts)
-        out.append(CrowdSample(f"sim_{i:04d}", s.image, s.points, s.count, 1.0))
+        out.append(CrowdSample(f"sim_{i:04d}", (s.image * 255).round().astype(np.uint8), s.points, s.count, 1.0))
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, images=np.stack([(s.image * 255).round().astype(np.uint8) for s in out]),
+        np.savez_compressed(tmp, images=np.stack([s.image for s in out]),
                             points=np.concatenate([s.points for s in out]).reshape(-1, 2),
                             splits=np.cumsum([len(s.points) for s in out])[:-1])
         tmp.replace(cache)
