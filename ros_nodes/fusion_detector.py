@@ -77,7 +77,10 @@ class FusionDetectorNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("fusion_detector", **kwargs)
         model_dir = declare(self, "model_dir", "models/fusion_default", "Model folder (weights + config)")
-        self.backend = declare(self, "backend", "torch", "Inference backend: torch | onnx | tensorrt")
+        self.backend = declare(self, "backend", "torch",
+                               "Inference backend: auto (fastest that passed parity in perception bench) | torch | "
+                               "onnxruntime | onnxruntime-int8 | onnxruntime-fp16 | onnxruntime-cuda | "
+                               "onnxruntime-trt | tensorrt")
         calib = declare(self, "calibration_file", "calibration/sim_default.yaml",
                         "Rig YAML: LiDAR mounting and LiDAR->camera extrinsics (intrinsics too unless CameraInfo)")
         self.use_camera_info = declare(self, "use_camera_info", True, "Take intrinsics from ~/input/camera_info")

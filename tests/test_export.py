@@ -111,8 +111,10 @@ def test_int8_runs_and_stays_close(exported, sim_frames):
     ops = {n.op_type for n in model.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert "Softmax" in ops  # attention softmax is never quantized
-    scale = np.abs(a["heatmap"]).max()
-    assert np.abs(a["heatmap"] - b["heatmap"]).max() <= 0.1 * scale
+    def prob(logits: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-logits))
+
+    assert np.abs(prob(a["heatmap"]) - prob(b["heatmap"])).max() <= 0.15  # heatmap probabilities stay close
     emb = np.linalg.norm(a["frame_embedding"] - b["frame_embedding"]) / np.linalg.norm(a["frame_embedding"])
     assert emb < 0.1
     scores = np.sort([d.score for d in decode(a, cfg.model, calibration)])

@@ -292,8 +292,9 @@ def test_sigint_stops_the_whole_group_without_orphans(replay):
 def test_camera_removed_gives_lidar_only_degraded_detections(drive, tmp_path):
     topics = {"/perception/detections": Detection3DArray, "/diagnostics": DiagnosticArray}
     with Probe(topics, domain_id=DOMAIN) as probe:
-        graph = Graph(tmp_path, "replay.launch.yaml", f"bag:={drive}", "rate:=1.0", f"skip_topics:={IMAGE}",
-                      "xai_period_s:=0.0")
+        # loop: the detector may finish warming up after a 2 s bag has played once
+        graph = Graph(tmp_path, "replay.launch.yaml", f"bag:={drive}", "rate:=1.0", "loop:=true",
+                      f"skip_topics:={IMAGE}", "xai_period_s:=0.0")
         try:
             assert graph.wait_for_output("subscriber(s) on /sensing/lidar/points: starting", STARTUP_S), graph.output()
             assert probe.wait_for(lambda: len(probe.messages("/perception/detections")) >= 2, 90), graph.output()
