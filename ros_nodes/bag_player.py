@@ -14,16 +14,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 
-from perception.errors import DataError, PerceptionError
+from perception.errors import DataError
 from ros_nodes.convert import ns_to_stamp
 from ros_nodes.params import declare
 from ros_nodes.paths import resolve
 from ros_nodes.qos import latched_qos, output_qos
+from ros_nodes.runtime import run_node
 
 LATCHED_TOPICS = ("/tf_static",)
 
@@ -175,23 +174,8 @@ class BagPlayerNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Run the player until the bag ends (unless looping) or SIGINT/SIGTERM."""
-    rclpy.init(args=args)
-    try:
-        node = BagPlayerNode()
-    except PerceptionError as exc:
-        print(f"bag_player: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    try:
-        # Keep serving (latched /tf_static, parameters) after the end, like a driver; SIGINT ends it.
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.stop()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    # Keep serving (latched /tf_static, parameters) after the end, like a driver; SIGINT ends it.
+    return run_node("bag_player", BagPlayerNode, args, on_stop=lambda node: node.stop())
 
 
 if __name__ == "__main__":

@@ -18,9 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rclpy
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
@@ -48,6 +46,7 @@ from ros_nodes.markers import detections_to_markers
 from ros_nodes.params import declare
 from ros_nodes.paths import resolve
 from ros_nodes.qos import output_qos, sensor_qos
+from ros_nodes.runtime import run_node
 from ros_nodes.sync import ApproximateTimeSync, Match
 
 
@@ -287,21 +286,11 @@ class FusionDetectorNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Run the node until SIGINT/SIGTERM (then exit 0); a model or calibration error ends it with status 2."""
-    rclpy.init(args=args)
-    try:
-        node = FusionDetectorNode()
-    except PerceptionError as exc:
-        print(f"fusion_detector: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        finished = node.stop()
-        node.destroy_node()
-        rclpy.try_shutdown()
+    stopped: list[bool] = []
+    status = run_node("fusion_detector", FusionDetectorNode, args, on_stop=lambda node: stopped.append(node.stop()))
+    if status:
+        return status
+    finished = all(stopped)
     if not finished:
         print("fusion_detector: abandoning the inference in progress", file=sys.stderr, flush=True)
     # Everything is closed. Skip interpreter teardown: with torch and rclpy loaded its garbage collection was

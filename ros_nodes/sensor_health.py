@@ -9,9 +9,7 @@ from __future__ import annotations
 import sys
 import time
 
-import rclpy
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import ColorRGBA, Header
@@ -32,6 +30,7 @@ from ros_nodes.convert import image_to_array, pointcloud_to_points, stamp_to_ns
 from ros_nodes.diagnostics import ERROR, OK, DiagnosticsPublisher, make_status
 from ros_nodes.params import declare
 from ros_nodes.qos import output_qos, sensor_qos
+from ros_nodes.runtime import run_node
 
 _LEVEL_COLORS = {Level.OK: (0.2, 0.9, 0.2), Level.WARN: (1.0, 0.8, 0.1), Level.ERROR: (1.0, 0.2, 0.2),
                  Level.STALE: (0.6, 0.6, 0.6)}
@@ -121,21 +120,7 @@ class SensorHealthNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Run the node until SIGINT/SIGTERM."""
-    rclpy.init(args=args)
-    try:
-        node = SensorHealthNode()
-    except PerceptionError as exc:
-        print(f"sensor_health: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node("sensor_health", SensorHealthNode, args)
 
 
 if __name__ == "__main__":
