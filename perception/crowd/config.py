@@ -20,9 +20,8 @@ class CrowdModelConfig:
     """Network shape: VGG-like front end (stride-2 stem + 2 pools -> stride 8), dilated back end, 1x1 density head."""
 
     name: str = "crowd_csrnet_tiny"
-    front_channels: list[int] = field(default_factory=lambda: [16, 32, 64])
-    front_depth: list[int] = field(default_factory=lambda: [1, 2, 2])  # 3x3 convolutions per front-end stage
-    back_channels: list[int] = field(default_factory=lambda: [64, 48, 32])
+    front_channels: list[int] = field(default_factory=lambda: [16, 32, 48])
+    back_channels: list[int] = field(default_factory=lambda: [48, 48, 32])
     dilation: int = 2
     attention: str = "combined"
     simam_lambda: float = 1e-4
@@ -36,8 +35,6 @@ class CrowdModelConfig:
         if len(self.front_channels) != 3 or any(c < 1 for c in self.front_channels):
             raise ConfigError("need 3 positive front-end widths (one per stride-2 stage)",
                               f"{where}:model.front_channels")
-        if len(self.front_depth) != 3 or any(d < 1 for d in self.front_depth):
-            raise ConfigError("need 3 front-end depths >= 1", f"{where}:model.front_depth")
         if not self.back_channels or any(c < 1 for c in self.back_channels):
             raise ConfigError("need at least one positive back-end width", f"{where}:model.back_channels")
         if self.dilation < 1:
@@ -74,38 +71,14 @@ class CrowdDataConfig:
 
 
 @dataclass
-class CrowdSimConfig:
-    """Pre-training on simulated crowd scenes (:mod:`perception.crowd.sim_scenes`) before the real images."""
-
-    steps: int = 2000  # pre-training steps; 0 trains on the real images only
-    scenes: int = 240
-    seed: int = 1
-    lr: float = 2e-3
-    people_max: int = 120
-    cache_dir: str = "out/crowd_sim_cache"  # rendered scenes are kept here ("" = render every time)
-
-    def validate(self, where: str) -> None:
-        """Raise ConfigError on out-of-range values."""
-        if self.steps < 0:
-            raise ConfigError("steps must be >= 0", f"{where}:sim.steps")
-        if self.steps and self.scenes < 1:
-            raise ConfigError("need at least one scene to pre-train on", f"{where}:sim.scenes")
-        if self.lr <= 0:
-            raise ConfigError("lr must be > 0", f"{where}:sim.lr")
-        if self.people_max < 1:
-            raise ConfigError("people_max must be >= 1", f"{where}:sim.people_max")
-
-
-@dataclass
 class CrowdTrainConfig:
     """Optimisation schedule; everything seeded."""
 
     seed: int = 0
-    steps: int = 2500  # fine-tuning steps on the real training images (after ``sim.steps``)
-    batch_size: int = 6
-    crop: int = 192
+    steps: int = 1200
+    batch_size: int = 8
+    crop: int = 256
     lr: float = 2e-3
-    warmup_steps: int = 100  # linear warm-up at the start of each stage
     weight_decay: float = 1e-4
     scale_min: float = 0.7
     scale_max: float = 1.3
@@ -129,17 +102,14 @@ class CrowdTrainConfig:
             raise ConfigError("interval_level must be in (0, 1)", f"{where}:train.interval_level")
         if self.lr <= 0:
             raise ConfigError("lr must be > 0", f"{where}:train.lr")
-        if self.warmup_steps < 0:
-            raise ConfigError("warmup_steps must be >= 0", f"{where}:train.warmup_steps")
 
 
 @dataclass
 class CrowdConfig:
-    """A whole crowd config file: ``model`` + ``data`` + ``sim`` + ``train`` sections."""
+    """A whole crowd config file: ``model`` + ``data`` + ``train`` sections."""
 
     model: CrowdModelConfig = field(default_factory=CrowdModelConfig)
     data: CrowdDataConfig = field(default_factory=CrowdDataConfig)
-    sim: CrowdSimConfig = field(default_factory=CrowdSimConfig)
     train: CrowdTrainConfig = field(default_factory=CrowdTrainConfig)
 
     @classmethod
@@ -159,23 +129,21 @@ class CrowdConfig:
         """Build from a parsed mapping; unknown sections or keys are errors."""
         if not isinstance(doc, dict):
             raise ConfigError("expected a mapping", where)
-        unknown = set(doc) - {"model", "data", "sim", "train"}
+        unknown = set(doc) - {"model", "data", "train"}
         if unknown:
             raise ConfigError(f"unknown section(s) {sorted(unknown)}", where)
         cfg = cls(model=_build(CrowdModelConfig, doc.get("model") or {}, f"{where}:model"),
                   data=_build(CrowdDataConfig, doc.get("data") or {}, f"{where}:data"),
-                  sim=_build(CrowdSimConfig, doc.get("sim") or {}, f"{where}:sim"),
                   train=_build(CrowdTrainConfig, doc.get("train") or {}, f"{where}:train"))
         cfg.model.validate(where)
         cfg.data.validate(where)
-        cfg.sim.validate(where)
         cfg.train.validate(where)
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
         """Plain mapping for YAML."""
         return {"model": dataclasses.asdict(self.model), "data": dataclasses.asdict(self.data),
-                "sim": dataclasses.asdict(self.sim), "train": dataclasses.asdict(self.train)}
+                "train": dataclasses.asdict(self.train)}
 
     def to_yaml(self, path: str | Path) -> None:
         """Write the resolved config."""

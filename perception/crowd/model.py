@@ -1,5 +1,5 @@
 """Compact CSRNet-style counter: VGG-like front end (strided stem + 2 pools = stride 8), dilated back end,
-1x1 density head; parameter-free attention after front-end stages 2 and 3 and after the back end."""
+1x1 density head."""
 
 from __future__ import annotations
 
@@ -23,28 +23,24 @@ def _conv(cin: int, cout: int, dilation: int = 1, stride: int = 1) -> nn.Sequent
 class CrowdNet(nn.Module):
     """Maps an RGB image (N, 3, H, W) in [0, 1] to a density map (N, 1, H/8, W/8) whose sum is the count.
 
-    H and W must be multiples of 8. The output is rectified (ReLU) in eval mode only, so that the training
-    cell loss also pulls negative cells up to zero (no dead gradients); the training count loss uses the
-    rectified map, as inference does.
+    H and W must be multiples of 8. The output is rectified (ReLU) in eval mode only, so that training
+    gradients never die on negative cells.
     """
 
     def __init__(self, cfg: CrowdModelConfig) -> None:
         super().__init__()
+        f1, f2, f3 = cfg.front_channels
         self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
-        att, lam = cfg.attention, cfg.simam_lambda
+        att = cfg.attention
+        lam = cfg.simam_lambda
+        self.front = nn.Sequential(
+            _conv(3, f1, stride=2), make_attention(att, lam),
+            nn.MaxPool2d(2), _conv(f1, f2), make_attention(att, lam),
+            nn.MaxPool2d(2), _conv(f2, f3), make_attention(att, lam),
+        )
         layers: list[nn.Module] = []
-        cin = 3
-        for i, (width, depth) in enumerate(zip(cfg.front_channels, cfg.front_depth)):
-            if i > 0:
-                layers.append(nn.MaxPool2d(2))
-            for j in range(depth):
-                layers.append(_conv(cin, width, stride=2 if i == 0 and j == 0 else 1))
-                cin = width
-            if i > 0:  # not at stride 2, where it would cost more than the convolutions it re-weights
-                layers.append(make_attention(att, lam))
-        self.front = nn.Sequential(*layers)
-        layers = []
+        cin = f3
         for cout in cfg.back_channels:
             layers.append(_conv(cin, cout, cfg.dilation))
             cin = cout

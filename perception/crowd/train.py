@@ -1,4 +1,4 @@
-"""Seeded, resumable training of the crowd counter: simulated pre-training, then the real by-scene training split."""
+"""Seeded, resumable training of the crowd counter on the fixed by-scene split."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from perception.crowd.data import Augmenter, CrowdSample, load_split
 from perception.crowd.interval import fit_interval
 from perception.crowd.model import CrowdNet
 from perception.crowd.predict import predict_density
-from perception.errors import DataError
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -38,30 +37,9 @@ def _mae(preds: list[float], truths: list[float]) -> float:
     return float(np.mean(np.abs(np.subtract(preds, truths)))) if preds else float("nan")
 
 
-def lr_factor(step: int, cfg: CrowdConfig) -> float:
-    """Learning-rate multiplier of ``train.lr`` at global ``step``: linear warm-up then cosine decay, restarted
-    for the real-image stage; the simulated stage runs at ``sim.lr``."""
-    tc, sim = cfg.train, cfg.sim
-    if step < sim.steps:
-        local, length, scale = step, sim.steps, sim.lr / tc.lr
-    else:
-        local, length, scale = step - sim.steps, tc.steps, 1.0
-    warm = min(1.0, (local + 1) / tc.warmup_steps) if tc.warmup_steps else 1.0
-    return scale * warm * 0.5 * (1 + math.cos(math.pi * min(local, length) / length))
-
-
-def load_sim_samples(cfg: CrowdConfig, progress: bool = True) -> list[CrowdSample]:
-    """The simulated pre-training scenes of ``cfg.sim`` (rendered once, then read from ``sim.cache_dir``)."""
-    from perception.crowd.sim_scenes import SimCrowdOptions, simulated_samples
-
-    opts = SimCrowdOptions(people_max=cfg.sim.people_max)
-    return simulated_samples(cfg.sim.scenes, cfg.sim.seed, opts, cfg.sim.cache_dir or None, progress=progress)
-
-
 def train_crowd(cfg: CrowdConfig, out_dir: str | Path, resume: bool = True, progress: bool = True) -> dict:
-    """Pre-train on simulated scenes (``sim.steps``), fine-tune on the real training scenes (``train.steps``),
-    keep the final weights (or, with ``train.select_best``, those with the best validation MAE), fit the interval
-    on validation and save the model directory. Returns a summary (also in ``training.json``)."""
+    """Train, keep the final weights (or, with ``train.select_best``, those with the best validation MAE), fit
+    the interval on validation and save the model directory. Returns a summary (also in ``training.json``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tc = cfg.train
@@ -70,12 +48,12 @@ def train_crowd(cfg: CrowdConfig, out_dir: str | Path, resume: bool = True, prog
     rng = np.random.default_rng(tc.seed)
     split = load_split(cfg.data, cfg.model.max_side)
     if not split["train"] or not split["val"]:
-        raise DataError("need training and validation images", cfg.data.root)
+        raise ValueError("need training and validation images")
     net = CrowdNet(cfg.model)
     opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     aug = Augmenter(cfg.data, tc.crop, tc.scale_min, tc.scale_max, tc.jitter)
     ckpt = out_dir / CHECKPOINT_FILE
-    step, elapsed, cpu_used = 0, 0.0, 0.0
+    step, elapsed = 0, 0.0
     best = {"mae": math.inf, "step": 0, "state": None}
     history: list[dict] = []
     if resume and ckpt.is_file():
@@ -89,46 +67,41 @@ def train_crowd(cfg: CrowdConfig, out_dir: str | Path, resume: bool = True, prog
         best = extra["best"]
         history = extra["history"]
         elapsed = float(extra.get("seconds", 0.0))
-        cpu_used = float(extra.get("cpu_seconds", 0.0))
         log.info("resumed from %s at step %d", ckpt, step)
-    total = cfg.sim.steps + tc.steps
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg), last_epoch=step - 1)
-    start, cpu_start = time.time() - elapsed, time.process_time() - cpu_used
-    sim = load_sim_samples(cfg, progress) if step < cfg.sim.steps else []
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, tc.steps) / tc.steps)), last_epoch=step - 1)
     net.train()
-    bar = tqdm(total=total, initial=step, desc="train-crowd", disable=not progress)
-    while step < total:
-        pool = sim if step < cfg.sim.steps else split["train"]
-        idx = rng.integers(0, len(pool), size=tc.batch_size)
-        pairs = [aug(pool[i], rng) for i in idx]
+    start = time.time() - elapsed
+    train = split["train"]
+    bar = tqdm(total=tc.steps, initial=step, desc="train-crowd", disable=not progress)
+    while step < tc.steps:
+        idx = rng.integers(0, len(train), size=tc.batch_size)
+        pairs = [aug(train[i], rng) for i in idx]
         x = torch.from_numpy(np.stack([p[0] for p in pairs]))
         y = torch.from_numpy(np.stack([p[1] for p in pairs]))[:, None]
         pred = net(x)
-        # cell MSE on the raw map (x64 so its scale matches one pixel's; it also lifts negative cells to zero)
-        # + a small per-crop count L1 term on the rectified map, which is what inference sums
+        # cell MSE (x64 so its scale matches one pixel's) + a small per-crop count L1 term
         loss = 64.0 * torch.mean((pred - y) ** 2) + tc.count_loss_weight * torch.mean(
-            torch.abs(torch.relu(pred).sum(dim=(1, 2, 3)) - y.sum(dim=(1, 2, 3))))
+            torch.abs(pred.sum(dim=(1, 2, 3)) - y.sum(dim=(1, 2, 3))))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         step += 1
         bar.update(1)
-        if step % tc.eval_every == 0 or step in (cfg.sim.steps, total):
+        if step % tc.eval_every == 0 or step == tc.steps:
             val_mae = _mae(*evaluate_counts(net, split["val"]))
-            stage = "sim" if step <= cfg.sim.steps else "real"
-            history.append({"step": step, "stage": stage, "loss": float(loss.detach()), "val_mae": val_mae,
-                            "lr": sched.get_last_lr()[0]})
-            bar.set_postfix(stage=stage, loss=f"{float(loss.detach()):.3f}", val_mae=f"{val_mae:.2f}")
-            if stage == "real" and val_mae < best["mae"]:
+            history.append({"step": step, "loss": float(loss.detach()), "val_mae": val_mae})
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", val_mae=f"{val_mae:.2f}")
+            if val_mae < best["mae"]:
                 best = {"mae": val_mae, "step": step,
                         "state": {k: v.detach().clone() for k, v in net.state_dict().items()}}
-        if step % tc.checkpoint_every == 0 or step in (cfg.sim.steps, total):
+        if step % tc.checkpoint_every == 0 or step == tc.steps:
             save_training_state(ckpt, net, opt, step, {
                 "np_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "best": best,
-                "history": history, "seconds": time.time() - start, "cpu_seconds": time.process_time() - cpu_start})
+                "history": history, "seconds": time.time() - start})
     bar.close()
-    seconds, cpu_seconds = time.time() - start, time.process_time() - cpu_start
+    seconds = time.time() - start
     if tc.select_best and best["state"] is not None:
         net.load_state_dict(best["state"])
     net.eval()
@@ -136,12 +109,9 @@ def train_crowd(cfg: CrowdConfig, out_dir: str | Path, resume: bool = True, prog
     interval = fit_interval(preds, truths, tc.interval_level)
     save_crowd_model(net, cfg, out_dir, interval)
     final_val_mae = _mae(preds, truths)
-    after_sim = [h["val_mae"] for h in history if h["step"] == cfg.sim.steps]
-    summary = {"steps": step, "sim_steps": cfg.sim.steps, "real_steps": tc.steps, "seconds": seconds,
-               "cpu_seconds": cpu_seconds, "best_step": best["step"], "best_val_mae": best["mae"],
-               "val_mae_after_sim": after_sim[-1] if after_sim else None,
+    summary = {"steps": step, "seconds": seconds, "best_step": best["step"], "best_val_mae": best["mae"],
                "final_val_mae": final_val_mae, "shipped": "best_val" if tc.select_best else "final",
-               "interval_phi": interval.phi, "history": history,
-               "split": {k: [s.name for s in v] for k, v in split.items()}}
+            "interval_phi": interval.phi, "history": history,
+            "split": {k: [s.name for s in v] for k, v in split.items()}}
     (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
