@@ -11,9 +11,7 @@ import sys
 import time
 
 import numpy as np
-import rclpy
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 from trustworthy_perception_msgs.msg import CrowdCount
@@ -25,6 +23,7 @@ from ros_nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, make_st
 from ros_nodes.params import declare
 from ros_nodes.paths import resolve
 from ros_nodes.qos import output_qos, sensor_qos
+from ros_nodes.runtime import run_node
 
 
 class CrowdCounterNode(Node):
@@ -100,21 +99,7 @@ class CrowdCounterNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Run the node until SIGINT/SIGTERM."""
-    rclpy.init(args=args)
-    try:
-        node = CrowdCounterNode()
-    except PerceptionError as exc:
-        print(f"crowd_counter: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node("crowd_counter", CrowdCounterNode, args)
 
 
 if __name__ == "__main__":

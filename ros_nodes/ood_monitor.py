@@ -14,9 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import rclpy
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from std_msgs.msg import ColorRGBA, Header
 from trustworthy_perception_msgs.msg import DetectionFeatures, OodScores
@@ -30,6 +28,7 @@ from ros_nodes.diagnostics import ERROR, OK, STALE, WARN, DiagnosticsPublisher, 
 from ros_nodes.params import declare
 from ros_nodes.paths import resolve
 from ros_nodes.qos import output_qos
+from ros_nodes.runtime import run_node
 
 #: Frame scores computable from a DetectionFeatures message (it carries no logits, so no energy).
 MESSAGE_FRAME_SCORES = tuple(s for s in FRAME_SCORES if s != "mean_energy")
@@ -169,21 +168,7 @@ class OodMonitorNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Run the node until SIGINT/SIGTERM; missing or corrupt OOD statistics end it with status 2."""
-    rclpy.init(args=args)
-    try:
-        node = OodMonitorNode()
-    except PerceptionError as exc:
-        print(f"ood_monitor: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node("ood_monitor", OodMonitorNode, args)
 
 
 if __name__ == "__main__":
