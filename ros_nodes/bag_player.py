@@ -108,7 +108,11 @@ class BagPlayerNode(Node):
             return
         deadline = time.monotonic() + self.wait_timeout_s
         while not self._stop.is_set() and time.monotonic() < deadline:
-            if self.count_subscribers(self.wait_topic) >= self.wait_count:
+            # Matched subscriptions of our own publisher, not graph discovery: a subscriber the graph already
+            # lists may not be matched yet, and what is published before the match is lost to it.
+            pub = self.publishers_by_topic.get(self.wait_topic)
+            matched = pub.get_subscription_count() if pub is not None else self.count_subscribers(self.wait_topic)
+            if matched >= self.wait_count:
                 self.get_logger().info(f"{self.wait_count} subscriber(s) on {self.wait_topic}: starting")
                 return
             time.sleep(0.05)

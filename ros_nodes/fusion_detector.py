@@ -45,7 +45,7 @@ from ros_nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, make_st
 from ros_nodes.markers import detections_to_markers
 from ros_nodes.params import declare
 from ros_nodes.paths import resolve
-from ros_nodes.qos import output_qos, sensor_qos
+from ros_nodes.qos import input_qos, output_qos, sensor_qos
 from ros_nodes.runtime import run_node
 from ros_nodes.sync import ApproximateTimeSync, Match
 
@@ -95,6 +95,8 @@ class FusionDetectorNode(Node):
         diag_period = declare(self, "diagnostics_period_s", 1.0, "/diagnostics period (s)", low=0.05, high=60.0)
         warmup = declare(self, "warmup", True, "Run one inference on a synthetic frame before subscribing")
         threads = declare(self, "num_threads", 2, "torch intra-op threads", low=1, high=64)
+        reliable = declare(self, "reliable_input", False,
+                           "Subscribe the sensors reliably (replay for evaluation) instead of best effort (live)")
 
         self.base_rig = Rig.from_yaml(resolve(calib))
         self.rig = self.base_rig
@@ -125,8 +127,8 @@ class FusionDetectorNode(Node):
         self.cloud_topic = self.resolve_topic_name("~/input/pointcloud")
         self.image_topic = self.resolve_topic_name("~/input/image")
         self.info_topic = self.resolve_topic_name("~/input/camera_info")
-        self.create_subscription(PointCloud2, "~/input/pointcloud", self.on_cloud, sensor_qos())
-        self.create_subscription(Image, "~/input/image", self.on_image, sensor_qos())
+        self.create_subscription(PointCloud2, "~/input/pointcloud", self.on_cloud, input_qos(reliable))
+        self.create_subscription(Image, "~/input/image", self.on_image, input_qos(reliable))
         self.create_subscription(CameraInfo, "~/input/camera_info", self.on_camera_info, sensor_qos())
         steady = Clock(clock_type=ClockType.STEADY_TIME)  # timeouts and reports run on wall time, also in replay
         self.create_timer(0.02, self.on_poll, clock=steady)

@@ -11,6 +11,17 @@ def sensor_qos(depth: int = 2) -> QoSProfile:
                       durability=DurabilityPolicy.VOLATILE)
 
 
+def input_qos(reliable: bool = False, depth: int = 2) -> QoSProfile:
+    """Sensor subscriptions: :func:`sensor_qos` on the vehicle; reliable when replaying for evaluation.
+
+    A reliable subscription asks the (reliable) publisher to resend lost fragments of big clouds, so a
+    replay loses no frame to a busy machine; it does not match best-effort publishers (live drivers).
+    """
+    if not reliable:
+        return sensor_qos(depth)
+    return output_qos(depth)
+
+
 def output_qos(depth: int = 10) -> QoSProfile:
     """Node outputs (detections, markers, images, features): reliable, volatile."""
     return QoSProfile(depth=depth, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,

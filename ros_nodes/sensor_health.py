@@ -29,7 +29,7 @@ from perception.trust.health import (
 from ros_nodes.convert import image_to_array, pointcloud_to_points, stamp_to_ns
 from ros_nodes.diagnostics import ERROR, OK, DiagnosticsPublisher, make_status
 from ros_nodes.params import declare
-from ros_nodes.qos import output_qos, sensor_qos
+from ros_nodes.qos import input_qos, output_qos
 from ros_nodes.runtime import run_node
 
 _LEVEL_COLORS = {Level.OK: (0.2, 0.9, 0.2), Level.WARN: (1.0, 0.8, 0.1), Level.ERROR: (1.0, 0.2, 0.2),
@@ -56,8 +56,10 @@ class SensorHealthNode(Node):
                                      stale_after_s=stale)
         self.diag = DiagnosticsPublisher(self, hardware_id="sensors")
         self.marker_pub = self.create_publisher(MarkerArray, "~/output/markers", output_qos(depth=2))
-        self.create_subscription(PointCloud2, "~/input/pointcloud", self.on_cloud, sensor_qos())
-        self.create_subscription(Image, "~/input/image", self.on_image, sensor_qos())
+        reliable = declare(self, "reliable_input", False,
+                           "Subscribe the sensors reliably (replay for evaluation) instead of best effort (live)")
+        self.create_subscription(PointCloud2, "~/input/pointcloud", self.on_cloud, input_qos(reliable))
+        self.create_subscription(Image, "~/input/image", self.on_image, input_qos(reliable))
         self.create_timer(period, self.publish_health, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.cloud_topic = self.resolve_topic_name("~/input/pointcloud")
         self.image_topic = self.resolve_topic_name("~/input/image")

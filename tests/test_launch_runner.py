@@ -26,10 +26,15 @@ def _remaps(node) -> dict[str, str]:
     return dict(node.remaps)
 
 
-def test_vehicle_launch_plans_detector_and_health_with_sensing_remaps():
+def test_vehicle_launch_plans_detector_and_monitors_with_sensing_remaps():
     plan = plan_launch(LAUNCH / "perception.launch.yaml")
-    assert [n.name for n in plan.nodes] == ["fusion_detector", "sensor_health"]
-    det, health = plan.nodes
+    assert [n.name for n in plan.nodes] == ["fusion_detector", "sensor_health", "ood_monitor", "crowd_counter"]
+    det, health, ood, crowd = plan.nodes
+    assert _remaps(ood)["~/input/features"] == _remaps(det)["~/output/features"] == "/perception/features"
+    assert ood.params["model_dir"] == det.params["model_dir"]
+    assert _remaps(crowd)["~/input/image"] == _remaps(det)["~/input/image"]
+    assert crowd.params["model_dir"] == str(REPO / "models" / "crowd_default")
+    assert det.params["reliable_input"] == "false"
     assert det.namespace == "perception"
     assert _remaps(det)["~/input/pointcloud"] == "/sensing/lidar/points"
     assert _remaps(det)["~/input/image"] == "/sensing/camera/image_raw"
@@ -46,7 +51,8 @@ def test_vehicle_launch_plans_detector_and_health_with_sensing_remaps():
 
 def test_arguments_override_and_conditionals():
     plan = plan_launch(LAUNCH / "perception.launch.yaml",
-                       {"backend": "onnx", "sensor_health": "false", "image_topic": "/cam"})
+                       {"backend": "onnx", "sensor_health": "false", "ood_monitor": "false",
+                        "crowd_counter": "false", "image_topic": "/cam"})
     assert [n.name for n in plan.nodes] == ["fusion_detector"]
     assert plan.nodes[0].params["backend"] == "onnx"
     assert _remaps(plan.nodes[0])["~/input/image"] == "/cam"
@@ -54,8 +60,11 @@ def test_arguments_override_and_conditionals():
 
 def test_replay_launch_includes_the_vehicle_launch_with_sim_time(tmp_path):
     plan = plan_launch(LAUNCH / "replay.launch.yaml", {"bag": str(tmp_path), "rate": "0.5"})
-    assert [n.name for n in plan.nodes] == ["bag_player", "fusion_detector", "sensor_health"]
+    assert [n.name for n in plan.nodes] == ["bag_player", "fusion_detector", "sensor_health", "ood_monitor",
+                                            "crowd_counter"]
     player = plan.nodes[0]
+    # A replay for evaluation must not lose frames: the sensor subscriptions are reliable.
+    assert plan.nodes[1].params["reliable_input"] == plan.nodes[2].params["reliable_input"] == "true"
     assert player.params["bag"] == str(tmp_path) and player.params["rate"] == "0.5"
     assert player.params["skip_topics"] == "''"  # empty string stays a string parameter
     assert all(n.params["use_sim_time"] == "true" for n in plan.nodes[1:])
@@ -121,7 +130,7 @@ def test_cli_prints_commands_without_starting_anything():
                           "rate:=2.0"], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
-    assert len(lines) == 3 and "ros_nodes.bag_player" in lines[0] and "rate:=2.0" in lines[0]
+    assert len(lines) == 5 and "ros_nodes.bag_player" in lines[0] and "rate:=2.0" in lines[0]
     bad = subprocess.run([sys.executable, "-m", "perception.cli", "launch", "--print", "replay.launch.yaml",
                           "rat:=2"], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and "rat" in bad.stderr
@@ -138,7 +147,7 @@ def test_rviz_config_fixed_frame_and_displays():
     vm = doc["Visualization Manager"]
     assert vm["Global Options"]["Fixed Frame"] == "base_link"
     classes = [d["Class"] for d in vm["Displays"]]
-    assert classes.count("rviz_default_plugins/Image") == 2
+    assert classes.count("rviz_default_plugins/Image") == 3  # two attention images + crowd density
     assert {"rviz_default_plugins/PointCloud2", "rviz_default_plugins/MarkerArray"} <= set(classes)
 
 

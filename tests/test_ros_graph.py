@@ -26,7 +26,7 @@ pytest.importorskip("trustworthy_perception_msgs.msg", reason="interface package
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
-from trustworthy_perception_msgs.msg import Detection3DArray, DetectionFeatures  # noqa: E402
+from trustworthy_perception_msgs.msg import CrowdCount, Detection3DArray, DetectionFeatures, OodScores  # noqa: E402
 from visualization_msgs.msg import MarkerArray  # noqa: E402
 
 from ros_nodes import convert  # noqa: E402
@@ -152,6 +152,7 @@ REPLAY_TOPICS = {
     "/perception/detections": Detection3DArray, "/perception/markers": MarkerArray,
     "/perception/features": DetectionFeatures, "/perception/xai/image": Image, "/perception/xai/bev": Image,
     "/perception/health/markers": MarkerArray, "/diagnostics": DiagnosticArray,
+    "/perception/ood": OodScores, "/perception/crowd/count": CrowdCount,
 }
 
 
@@ -162,9 +163,10 @@ def replay(drive, bag_clouds, tmp_path_factory):
     with Probe(REPLAY_TOPICS, domain_id=DOMAIN) as probe:
         clouds: list[float] = []
         probe.node.create_subscription(PointCloud2, LIDAR, lambda _m: clouds.append(time.monotonic()), sensor_qos())
-        # wait_for_subscribers 3: the detector, sensor_health and this test's cloud subscriber.
+        # wait_for_subscribers 3: the detector, sensor_health and this test's cloud subscriber (matched
+        # subscriptions: the player starts only once all three can receive the first cloud).
         graph = Graph(tmp, "replay.launch.yaml", f"bag:={drive}", f"rate:={REPLAY_RATE}", "max_gap_s:=0.2",
-                      "wait_for_subscribers:=3", "xai_period_s:=0.5")
+                      "wait_for_subscribers:=3", "xai_period_s:=0.5", "crowd_rate_hz:=0.5")
         try:
             assert graph.wait_for_output("subscriber(s) on /sensing/lidar/points: starting", STARTUP_S), graph.output()
             n = len(bag_clouds)
@@ -200,9 +202,13 @@ def test_replay_yields_a_detection_array_for_95pct_of_clouds_within_1s(replay, b
     for stamp, cloud_time in zip(bag_clouds, replay["clouds"]):
         got = by_stamp.get(stamp)
         within += got is not None and got.monotonic - cloud_time <= 1.0
+    pipeline = [{kv.key: kv.value for kv in s.values} for m in replay["probe"].messages("/diagnostics")
+                for s in m.status if s.name == "fusion_detector: pipeline"]
     assert within >= 0.95 * len(bag_clouds), (
-        f"{within}/{len(bag_clouds)} clouds answered within 1 s; latencies "
-        f"{[round(by_stamp[s].monotonic - t, 2) for s, t in zip(bag_clouds, replay['clouds']) if s in by_stamp]}")
+        f"{within}/{len(bag_clouds)} clouds answered within 1 s; answered "
+        f"{[i for i, s in enumerate(bag_clouds) if s in by_stamp]}; latencies "
+        f"{[round(by_stamp[s].monotonic - t, 2) for s, t in zip(bag_clouds, replay['clouds']) if s in by_stamp]}; "
+        f"last pipeline status {pipeline[-1] if pipeline else None}")
     msgs = [r.msg for r in replay["detections"]]
     assert all(m.header.frame_id == "lidar" and m.model_id == "fusion_default@torch" for m in msgs)
     assert not any(m.degraded for m in msgs), [list(m.degraded_reasons) for m in msgs]
@@ -271,6 +277,26 @@ def test_replay_publishes_markers_features_attention_and_diagnostics(replay):
     assert probe.messages("/perception/health/markers")
 
 
+def test_replay_feeds_the_sibling_monitors(replay):
+    """ood_monitor scores every detection of the frames it hears; the crowd counter counts the camera."""
+    probe = replay["probe"]
+    dets = {convert.stamp_to_ns(r.msg.header.stamp): r.msg for r in replay["detections"]}
+    ood = probe.messages("/perception/ood")
+    assert len(ood) >= 0.5 * len(dets), f"{len(ood)} OOD messages for {len(dets)} detection arrays"
+    for msg in ood:
+        d = dets.get(convert.stamp_to_ns(msg.header.stamp))
+        if d is not None:
+            assert len(msg.scores) == len(msg.is_ood) == len(d.detections)
+        assert np.isfinite(msg.frame_score) and msg.threshold > 0
+    # The bundled drive is in distribution: most of its frames must not be flagged.
+    assert np.mean([m.frame_is_ood for m in ood]) <= 0.3, [round(m.frame_score, 2) for m in ood]
+    counts = probe.messages("/perception/crowd/count")
+    assert counts, "the crowd counter published nothing"
+    assert all(0 <= c.lower <= c.count <= c.upper and 0 < c.confidence < 1 for c in counts)
+    statuses = {s[0].split(":")[0] for s in _status_texts(probe)}
+    assert {"ood_monitor", "crowd_counter"} <= statuses, statuses
+
+
 def test_every_rviz_topic_has_a_live_publisher_and_tf_static_is_latched(replay):
     missing = [t for t, n in replay["publishers"].items() if n < 1]
     assert not missing, f"RViz displays topics nobody publishes: {missing}"
@@ -279,11 +305,11 @@ def test_every_rviz_topic_has_a_live_publisher_and_tf_static_is_latched(replay):
 
 
 def test_sigint_stops_the_whole_group_without_orphans(replay):
-    assert len(replay["nodes"]) == 3, replay["output"][-3000:]
+    assert len(replay["nodes"]) == 5, replay["output"][-3000:]
     assert replay["status"] == 0, replay["output"][-3000:]
     assert replay["alive_after"] == [], f"orphans: {replay['alive_after']}"
     out = replay["output"]
-    for name in ("bag_player", "fusion_detector", "sensor_health"):
+    for name in ("bag_player", "fusion_detector", "sensor_health", "ood_monitor", "crowd_counter"):
         assert f"[launch] {name} exited with code 0" in out, out[-3000:]
     assert "Traceback" not in out, out[-3000:]
 
