@@ -250,17 +250,30 @@ def features_to_msg(result: DetectionResult, header: Header) -> DetectionFeature
         mat = np.stack([np.asarray(f, dtype=np.float32).ravel() for f in feats])
         msg.dim = int(mat.shape[1])
         msg.features = array.array("f", mat.tobytes())
+    logits = [d.logits for d in result.detections]
+    if logits and all(z is not None for z in logits):
+        mat = np.stack([np.asarray(z, dtype=np.float32).ravel() for z in logits])
+        msg.num_classes = int(mat.shape[1])
+        msg.logits = array.array("f", mat.tobytes())
     if result.frame_embedding is not None:
         msg.frame_embedding = array.array("f", np.asarray(result.frame_embedding, dtype=np.float32).ravel().tobytes())
     return msg
 
 
-def features_from_msg(msg: DetectionFeatures, topic: str = "features") -> tuple[np.ndarray, np.ndarray]:
-    """``(features (N, dim), frame_embedding (D,))`` from a ``DetectionFeatures``; checks the sizes agree."""
+def features_from_msg(msg: DetectionFeatures,
+                      topic: str = "features") -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(features (N, dim), frame_embedding (D,), logits (N, num_classes) or None)`` from a
+    ``DetectionFeatures``; checks the sizes agree."""
     feats = np.frombuffer(msg.features, dtype=np.float32)
     if feats.size != msg.num_detections * msg.dim:
         raise DataError(f"{feats.size} values, expected num_detections {msg.num_detections} * dim {msg.dim}",
                         f"{topic}:features")
     if len(msg.labels) != msg.num_detections:
         raise DataError(f"{len(msg.labels)} labels for {msg.num_detections} detections", f"{topic}:labels")
-    return feats.reshape(msg.num_detections, msg.dim).copy(), np.frombuffer(msg.frame_embedding, np.float32).copy()
+    z = np.frombuffer(msg.logits, dtype=np.float32)
+    if z.size != msg.num_detections * msg.num_classes:
+        raise DataError(f"{z.size} values, expected num_detections {msg.num_detections} * num_classes "
+                        f"{msg.num_classes}", f"{topic}:logits")
+    logits = z.reshape(msg.num_detections, msg.num_classes).copy() if msg.num_classes else None
+    emb = np.frombuffer(msg.frame_embedding, np.float32).copy()
+    return feats.reshape(msg.num_detections, msg.dim).copy(), emb, logits

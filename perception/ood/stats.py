@@ -108,9 +108,9 @@ def _check_model(doc: dict, model_dir: Path, where: str) -> None:
         cfg = DetectorConfig.from_yaml(cfg_path).model
         if list(cfg.classes) != doc["classes"]:
             raise ModelError(f"stats are for classes {doc['classes']}, the model has {cfg.classes}", f"{where}:classes")
-        if cfg.d_model != doc["feature_dim"] or 2 * cfg.bev_channels != doc["embedding_dim"]:
+        if cfg.d_model != doc["feature_dim"] or cfg.embedding_dim != doc["embedding_dim"]:
             raise ModelError(f"stats dims (feature {doc['feature_dim']}, embedding {doc['embedding_dim']}) do not "
-                             f"match the model (feature {cfg.d_model}, embedding {2 * cfg.bev_channels})", where)
+                             f"match the model (feature {cfg.d_model}, embedding {cfg.embedding_dim})", where)
     weights = model_dir / WEIGHTS_FILE
     fitted_for = doc.get("weights_sha256")
     if weights.is_file() and fitted_for and file_sha256(weights) != fitted_for:
