@@ -55,7 +55,7 @@ class OodMonitorNode(Node):
         super().__init__("ood_monitor", **kwargs)
         model_dir = declare(self, "model_dir", "models/fusion_default",
                             "Model folder; its ood/ subfolder holds the fitted statistics (perception fit-ood)")
-        self.score_name = declare(self, "score", "mahalanobis",
+        self.score_name = declare(self, "score", "energy",
                                   f"Per-detection score published and flagged: {' | '.join(DETECTION_SCORES)}")
         self.frame_score_name = declare(self, "frame_score", "frame",
                                         f"Frame score published and flagged: {' | '.join(FRAME_SCORES)}")

@@ -23,6 +23,7 @@ from trustworthy_perception_msgs.msg import DetectionFeatures, OodScores  # noqa
 
 from perception.ood.gaussian import GaussianModel  # noqa: E402
 from perception.ood.monitor import OodMonitor, descriptor_dim  # noqa: E402
+from perception.ood.scores import energy_score  # noqa: E402
 from perception.ood.stats import OodStats, save_stats  # noqa: E402
 from ros_nodes.paths import dds_env  # noqa: E402
 from ros_nodes.probe import Probe  # noqa: E402
@@ -43,7 +44,7 @@ def _stats() -> OodStats:
         frame=GaussianModel(np.zeros((1, EMB)), np.eye(EMB)), descriptor=GaussianModel(np.zeros((1, p)), np.eye(p)),
         descriptor_fill=np.zeros(p), frame_norm={f"mean_{k}": (2.0, 1.0) for k in ("mahalanobis", "mahavar")},
         tpr=0.95, meta={"model": "synthetic"},
-        thresholds={"detection": {"mahalanobis": 3.0, "mahavar": -5.0},
+        thresholds={"detection": {"mahalanobis": 3.0, "mahavar": -5.0, "energy": -1.0},
                     "frame": {"frame": 3.0, "embedding": 3.0, "mean_mahalanobis": 3.0, "mean_mahavar": -5.0}})
     monitor = OodMonitor(stats)
     det = monitor.detection_scores(ID_FEATS)
@@ -51,12 +52,17 @@ def _stats() -> OodStats:
     return stats
 
 
-def _msg(feats: np.ndarray, emb: np.ndarray, sec: int, num: int | None = None) -> DetectionFeatures:
+def _msg(feats: np.ndarray, emb: np.ndarray, sec: int, num: int | None = None,
+         logits: np.ndarray | None = None) -> DetectionFeatures:
     n = len(feats) if num is None else num
-    return DetectionFeatures(header=Header(stamp=Time(sec=sec), frame_id="lidar"), num_detections=n, dim=DIM,
-                             features=array.array("f", np.asarray(feats, np.float32).tobytes()),
-                             frame_embedding=array.array("f", np.asarray(emb, np.float32).tobytes()),
-                             labels=["Car"] * n)
+    msg = DetectionFeatures(header=Header(stamp=Time(sec=sec), frame_id="lidar"), num_detections=n, dim=DIM,
+                            features=array.array("f", np.asarray(feats, np.float32).tobytes()),
+                            frame_embedding=array.array("f", np.asarray(emb, np.float32).tobytes()),
+                            labels=["Car"] * n)
+    if logits is not None:
+        msg.num_classes = logits.shape[1]
+        msg.logits = array.array("f", np.asarray(logits, np.float32).tobytes())
+    return msg
 
 
 def _answer(probe: Probe, pub, msg: DetectionFeatures, topic: str, timeout_s: float = 60.0) -> OodScores:
@@ -81,15 +87,15 @@ def _status(probe: Probe, name: str, level: int | None = None, **values: str) ->
     return None
 
 
-@pytest.fixture()
-def node(tmp_path: Path, monkeypatch):
+@pytest.fixture(params=["mahalanobis"])
+def node(request, tmp_path: Path, monkeypatch):
     model = tmp_path / "model"
     save_stats(_stats(), model / "ood")
     monkeypatch.setenv("ROS_DOMAIN_ID", str(60 + os.getpid() % 40))  # keep clear of other tests' graphs
     env = dds_env()
     cmd = [sys.executable, "-m", "ros_nodes.ood_monitor", "--ros-args", "-r", f"__node:={NODE}",
            "-p", f"model_dir:={model}", "-p", "diagnostics_period_s:=0.2", "-p", "ood_window:=2",
-           "-p", "ood_min_frames:=2",
+           "-p", "ood_min_frames:=2", "-p", f"score:={request.param}",
            "-r", f"~/input/features:={NS}/features", "-r", f"~/output/ood:={NS}/ood"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     yield proc
@@ -136,4 +142,20 @@ def test_node_answers_features_flags_ood_and_survives_malformed_input(node) -> N
         ans = _answer(probe, pub, _msg(np.zeros((0, DIM)), np.zeros(EMB), sec=5), f"{NS}/ood")
         expected = monitor.score(np.zeros((0, DIM)), np.zeros(EMB))
         assert len(ans.scores) == 0 and ans.frame_score == pytest.approx(expected.frame["frame"], abs=1e-4)
+        assert node.poll() is None
+
+
+@pytest.mark.parametrize("node", ["energy"], indirect=True)
+def test_node_scores_energy_from_the_logits_and_reports_a_message_without_them(node) -> None:
+    topics = {f"{NS}/ood": OodScores, "/diagnostics": DiagnosticArray}
+    logits = np.array([[4.0, -2.0, -3.0], [-3.0, -2.5, -4.0]])  # a confident Car, a detection no class claims
+    with Probe(topics, name=f"probe_{os.getpid()}") as probe:
+        pub = probe.publisher(DetectionFeatures, f"{NS}/features")
+        ans = _answer(probe, pub, _msg(ID_FEATS[:2], np.zeros(EMB), sec=1, logits=logits), f"{NS}/ood")
+        assert ans.score_name == "energy" and ans.threshold == pytest.approx(-1.0)
+        np.testing.assert_allclose(ans.scores, energy_score(logits), atol=1e-4)
+        assert list(ans.is_ood) == [False, True]
+        pub.publish(_msg(ID_FEATS[:2], np.zeros(EMB), sec=2))  # no logits: energy cannot be computed
+        assert probe.wait_for(lambda: _status(probe, f"{NODE}: input", 2) is not None, 10.0), "unreported"
+        assert "logits" in _status(probe, f"{NODE}: input", 2).message
         assert node.poll() is None
