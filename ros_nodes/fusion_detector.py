@@ -76,7 +76,7 @@ class FusionDetectorNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("fusion_detector", **kwargs)
         model_dir = declare(self, "model_dir", "models/fusion_default", "Model folder (weights + config)")
-        self.backend = declare(self, "backend", "torch",
+        self.backend = declare(self, "backend", "auto",
                                "Inference backend: auto (fastest that passed parity in perception bench) | torch | "
                                "onnxruntime | onnxruntime-int8 | onnxruntime-fp16 | onnxruntime-cuda | "
                                "onnxruntime-trt | tensorrt")

@@ -118,7 +118,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--out", default=str(REPO_ROOT / "out" / "demo"), help="output folder (default out/demo)")
     p.add_argument("--workers", type=int, default=2, help="simulation processes (default 2)")
     p.add_argument("--model", default=str(REPO_ROOT / "models" / "fusion_default"), help="detector model folder")
-    p.add_argument("--backend", default="torch", help="engine backend (default torch)")
+    p.add_argument("--backend", default="auto",
+                   help="engine backend (default auto: the fastest that passed parity in perception bench)")
     p.set_defaults(func=run)
     return p
 
