@@ -279,3 +279,18 @@ def test_topk_tie_detection():
     distinct[0, 0, ::3, ::3] = np.linspace(-3, 3, 49, dtype=np.float32).reshape(7, 7)  # ... and 49 distinct peaks
     assert not topk_tied(distinct, 8)
     assert topk_tied(distinct, 60)  # the cut falls into the background plateau
+
+
+def test_default_backend_prefers_exact_parity_unless_an_approximate_one_is_clearly_faster():
+    from perception.engines.benchmark import choose_default
+
+    def r(p50: float, parity: str) -> dict:
+        return {"p50_ms": p50, "parity": parity}
+
+    base = {"torch": r(103.0, "reference"), "onnxruntime": r(85.0, "exact parity")}
+    assert choose_default(base) == "onnxruntime"
+    # 3.5 % faster, within run-to-run noise: keep the exact engine (the OOD features stay the reference ones)
+    assert choose_default({**base, "onnxruntime-int8": r(82.0, "Car 3D AP loss -0.57 (max 1.0)")}) == "onnxruntime"
+    assert choose_default({**base, "onnxruntime-int8": r(60.0, "Car 3D AP loss 0.40 (max 1.0)")}) == "onnxruntime-int8"
+    assert choose_default({"onnxruntime-int8": r(60.0, "detections agree (AP not compared)")}) == "onnxruntime-int8"
+    assert choose_default({}) is None
