@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sess = ort_session(onnx_path, threads=args.threads)
     results = {"model": str(args.model), "attention": cfg.model.attention, "size": "512x384",
-               "threads": args.threads,
+               "threads": args.threads, "load_avg_1min_before": round(os.getloadavg()[0], 2),
                "pytorch": _time(run_torch, x, args.warmup, args.iters),
                "onnxruntime": _time(lambda a: sess.run([OUTPUT_NAME], {INPUT_NAME: a}), x, args.warmup, args.iters)}
     for backend in ("pytorch", "onnxruntime"):

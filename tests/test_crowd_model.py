@@ -56,3 +56,13 @@ def test_default_config_loads_and_bad_values_name_the_field(tmp_path: Path) -> N
     bad.write_text("data: {test_scenes: [scene_001], val_scenes: [scene_001]}\n")
     with pytest.raises(ConfigError, match="val_scenes"):
         CrowdConfig.from_yaml(bad)
+
+
+def test_training_output_is_rectified_with_a_leaky_gradient() -> None:
+    net = CrowdNet(CrowdModelConfig(front_channels=[4, 8, 8], back_channels=[8], attention="none")).train()
+    with torch.no_grad():
+        net.head.bias.fill_(-10.0)  # every cell negative before rectification
+    out = net(torch.rand(2, 3, 32, 32))
+    assert torch.all(out == 0)  # same value as at inference, so training sees the counts inference reports
+    (out - 1.0).pow(2).sum().backward()
+    assert net.head.bias.grad is not None and net.head.bias.grad.item() < 0  # still pushed towards positive

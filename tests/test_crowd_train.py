@@ -23,10 +23,41 @@ def _cfg() -> CrowdConfig:
     })
 
 
-def test_interrupted_training_resumes_to_the_same_weights(tmp_path: Path, monkeypatch) -> None:
+def _ema_cfg() -> CrowdConfig:
+    cfg = _cfg()
+    cfg.train.ema_decay = 0.9
+    cfg.train.warmup_steps = 1
+    cfg.train.eval_every = 1
+    cfg.train.select_best = True
+    cfg.train.select_window = 2
+    return cfg
+
+
+def test_lr_factor_warms_up_then_decays_to_zero() -> None:
+    f = [train_mod.lr_factor(s, 100, 10) for s in range(101)]
+    assert f[0] < f[5] < f[9] <= 1.0
+    assert max(f) == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[10:], f[11:]))
+    assert f[100] == pytest.approx(0.0, abs=1e-9)
+    assert train_mod.lr_factor(0, 4, 100) < 1.0  # a warm-up longer than the run is capped, not an error
+
+
+def test_ema_update_averages_parameters_and_buffers() -> None:
+    from perception.crowd.model import CrowdNet
+
+    cfg = _cfg().model
+    a, b = CrowdNet(cfg), CrowdNet(cfg)
+    key = "head.weight"
+    expected = 0.75 * a.state_dict()[key] + 0.25 * b.state_dict()[key]
+    train_mod.ema_update(a, b, 0.75)
+    assert torch.allclose(a.state_dict()[key], expected)
+
+
+@pytest.mark.parametrize("make_cfg", [_cfg, _ema_cfg], ids=["plain", "ema_select_best"])
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path: Path, monkeypatch, make_cfg) -> None:
     threads = torch.get_num_threads()
     try:
-        train_mod.train_crowd(_cfg(), tmp_path / "a", progress=False)
+        train_mod.train_crowd(make_cfg(), tmp_path / "a", progress=False)
         reference = load_file(str(tmp_path / "a" / "weights.safetensors"))
 
         real_save = train_mod.save_training_state
@@ -37,10 +68,10 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path: Path, monkey
 
         monkeypatch.setattr(train_mod, "save_training_state", save_then_crash)
         with pytest.raises(KeyboardInterrupt):
-            train_mod.train_crowd(_cfg(), tmp_path / "b", progress=False)
+            train_mod.train_crowd(make_cfg(), tmp_path / "b", progress=False)
         assert not (tmp_path / "b" / "weights.safetensors").exists()
         monkeypatch.setattr(train_mod, "save_training_state", real_save)
-        summary = train_mod.train_crowd(_cfg(), tmp_path / "b", progress=False)
+        summary = train_mod.train_crowd(make_cfg(), tmp_path / "b", progress=False)
     finally:
         torch.set_num_threads(threads)
     assert summary["steps"] == 4

@@ -79,6 +79,7 @@ class CrowdTrainConfig:
     batch_size: int = 8
     crop: int = 256
     lr: float = 2e-3
+    warmup_steps: int = 0  # linear warm-up to lr (capped at steps/2), then cosine to 0
     weight_decay: float = 1e-4
     scale_min: float = 0.7
     scale_max: float = 1.3
@@ -89,6 +90,9 @@ class CrowdTrainConfig:
     threads: int = 1
     interval_level: float = 0.9
     select_best: bool = False  # ship the best-validation weights instead of the final ones (val set is tiny)
+    ema_decay: float = 0.0  # > 0: evaluate and ship an exponential moving average of the weights
+    select_window: int = 1  # best-validation selection uses the mean val MAE of the last this many evaluations
+    select_after: int = 0  # evaluations before this step are never selected (early near-constant predictors)
 
     def validate(self, where: str) -> None:
         """Raise ConfigError on out-of-range values."""
@@ -102,6 +106,12 @@ class CrowdTrainConfig:
             raise ConfigError("interval_level must be in (0, 1)", f"{where}:train.interval_level")
         if self.lr <= 0:
             raise ConfigError("lr must be > 0", f"{where}:train.lr")
+        if self.warmup_steps < 0:
+            raise ConfigError("warmup_steps must be >= 0", f"{where}:train.warmup_steps")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError("ema_decay must be in [0, 1)", f"{where}:train.ema_decay")
+        if self.select_window < 1 or self.select_after < 0:
+            raise ConfigError("need select_window >= 1 and select_after >= 0", f"{where}:train.select_window")
 
 
 @dataclass

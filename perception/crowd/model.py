@@ -13,6 +13,8 @@ from perception.crowd.config import CrowdModelConfig
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 STRIDE = 8
+#: Gradient slope of the rectified output below zero during training (the forward value is exactly ReLU).
+LEAK = 0.01
 
 
 def _conv(cin: int, cout: int, dilation: int = 1, stride: int = 1) -> nn.Sequential:
@@ -23,8 +25,11 @@ def _conv(cin: int, cout: int, dilation: int = 1, stride: int = 1) -> nn.Sequent
 class CrowdNet(nn.Module):
     """Maps an RGB image (N, 3, H, W) in [0, 1] to a density map (N, 1, H/8, W/8) whose sum is the count.
 
-    H and W must be multiples of 8. The output is rectified (ReLU) in eval mode only, so that training
-    gradients never die on negative cells.
+    H and W must be multiples of 8. The output is rectified (ReLU) in both modes, so that the training loss sees
+    exactly the counts that inference reports (an unrectified training output lets small negative and positive
+    background cells cancel, and clipping them at inference then over-counts in proportion to image area). In
+    training the backward pass is leaky (slope :data:`LEAK` below zero), so cells that should hold people
+    never get stuck at zero.
     """
 
     def __init__(self, cfg: CrowdModelConfig) -> None:
@@ -54,7 +59,10 @@ class CrowdNet(nn.Module):
         """Density map at stride 8."""
         x = (image - self.mean) / self.std
         d = self.head(self.back(self.front(x)))
-        return d if self.training else torch.relu(d)
+        if not self.training:
+            return torch.relu(d)
+        neg = torch.clamp(d, max=0.0)
+        return torch.relu(d) + LEAK * (neg - neg.detach())  # value ReLU(d); gradient LEAK where d < 0
 
 
 def count_parameters(net: nn.Module) -> int:

@@ -29,6 +29,19 @@ def _image_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _selection_text(train: dict, t) -> str:
+    """How the shipped weights were chosen, from ``training.json``."""
+    kind = str(train["shipped"])
+    ema = f"an exponential moving average of the weights (decay {t.ema_decay})" if t.ema_decay > 0 else "the weights"
+    if kind.startswith("best_val"):
+        return (f"Validation MAE of {ema} every {t.eval_every} steps; shipped: the weights at step "
+                f"{train['best_step']}, best mean val MAE over the last {t.select_window} evaluation(s) "
+                f"({train['best_val_mae']:.2f}; steps >= {t.select_after} only). Val MAE of the shipped weights "
+                f"{train['final_val_mae']:.2f}. The 7-image val set is small, so this selection is noisy.")
+    return (f"Shipped: the **final** {ema} (val MAE {train['final_val_mae']:.2f}; best smoothed val MAE during "
+            f"training {train['best_val_mae']:.2f} at step {train['best_step']}).")
+
+
 def constant_baseline(root: str | Path, split: dict[str, list[str]]) -> dict[str, float]:
     """MAE / RMSE on the test split of always answering the mean training count (the bar a model must beat)."""
     def counts(names: list[str]) -> np.ndarray:
@@ -41,7 +54,7 @@ def constant_baseline(root: str | Path, split: dict[str, list[str]]) -> dict[str
 
 
 def write_model_card(model_dir: str | Path, test_report: dict, val_report: dict | None = None,
-                     ablation: list[dict] | None = None, speed: dict | None = None,
+                     ablation: list[dict] | None = None, speed: dict | list[dict] | None = None,
                      notes: list[str] | None = None, data_root: str | Path | None = None) -> Path:
     """Compose the card from ``training.json``, the config and the given measured reports."""
     model_dir = Path(model_dir)
@@ -72,12 +85,12 @@ def write_model_card(model_dir: str | Path, test_report: dict, val_report: dict 
         f"[{t.scale_min}, {t.scale_max}], random {t.crop}x{t.crop} crops, horizontal flips, brightness/contrast/"
         f"saturation jitter +-{t.jitter}.", "",
         "## Training", "",
-        f"`perception train-crowd --config models/crowd_default.yaml --out {model_dir}`: AdamW lr {t.lr}, cosine, "
-        f"{train['steps']} steps of batch {t.batch_size}, seed {t.seed}, {t.threads} torch thread(s) on a shared "
-        f"2-core CPU: **{train['seconds'] / 60:.1f} min**. Loss: 64 x cell MSE + {t.count_loss_weight} x |crop "
-        f"count error|. Shipped: the **{train['shipped']}** weights (val MAE {train['final_val_mae']:.2f}; best "
-        f"val MAE during training {train['best_val_mae']:.2f} at step {train['best_step']}; the 7-image "
-        "val set is too small to select on).", "",
+        f"`perception train-crowd --config models/crowd_default.yaml --out {model_dir}`: AdamW lr {t.lr} "
+        f"({t.warmup_steps}-step linear warm-up, then cosine to 0), {train['steps']} steps of batch "
+        f"{t.batch_size}, seed {t.seed}, {t.threads} torch thread(s) on a shared 2-core CPU: "
+        f"**{train['seconds'] / 60:.1f} min**. Loss: 64 x cell MSE + {t.count_loss_weight} x |crop count error| "
+        "on the rectified density (ReLU in training as at inference, leaky gradient below zero). "
+        + _selection_text(train, t) + "", "",
         "## Results on the held-out test scenes", "",
         "`perception eval-crowd --model models/crowd_default --data ../shared/data/crowd_sample` "
         "(evaluates only the test split of the training source):", "",
@@ -104,12 +117,16 @@ def write_model_card(model_dir: str | Path, test_report: dict, val_report: dict 
                 "shipped run); test split. With 10 test images, differences of a few counts are within noise.", "",
                 ablation_markdown(ablation), ""]
     if speed:
-        out += ["## Speed", "",
-                f"`benchmarks/crowd_speed.py` (512x384, batch 1, {speed['threads']} thread(s), this 2-core CPU "
-                "while other jobs ran):", "",
-                f"- PyTorch: {speed['pytorch']['images_per_s']:.1f} images/s (p50 {speed['pytorch']['p50_ms']:.1f} ms)",
-                f"- ONNX Runtime: {speed['onnxruntime']['images_per_s']:.1f} images/s "
-                f"(p50 {speed['onnxruntime']['p50_ms']:.1f} ms)", ""]
+        speeds = speed if isinstance(speed, list) else [speed]
+        out += ["## Speed", "", "`benchmarks/crowd_speed.py` (512x384, batch 1, this 2-core CPU; 1-minute load "
+                "average before each run in brackets, other jobs share the CPU):", ""]
+        for sp in speeds:
+            load = sp.get("load_avg_1min_before")
+            where = f"{sp['threads']} thread(s)" + (f" [load {load:.1f}]" if load is not None else "")
+            out += [f"- {where}: PyTorch {sp['pytorch']['images_per_s']:.1f} images/s (p50 "
+                    f"{sp['pytorch']['p50_ms']:.1f} ms), ONNX Runtime {sp['onnxruntime']['images_per_s']:.1f} "
+                    f"images/s (p50 {sp['onnxruntime']['p50_ms']:.1f} ms)"]
+        out += [""]
     out += ["## Known limits", ""] + [f"- {n}" for n in (notes or [])] + [""]
     path = model_dir / "MODEL_CARD.md"
     path.write_text("\n".join(out))
@@ -126,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test", type=Path, required=True)
     p.add_argument("--val", type=Path)
     p.add_argument("--ablation", type=Path)
-    p.add_argument("--speed", type=Path)
+    p.add_argument("--speed", type=Path, nargs="+", help="one or more benchmarks/crowd_speed.py --json files")
     p.add_argument("--notes", type=Path, help="text file, one known limit per line")
     p.add_argument("--data", type=Path, help="training source, for the constant-count baseline")
     a = p.parse_args(argv)
@@ -134,8 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     def load(path: Path | None):
         return json.loads(path.read_text()) if path else None
 
+    speed = [load(p) for p in a.speed] if a.speed else None
+
     notes = [ln.strip() for ln in a.notes.read_text().splitlines() if ln.strip()] if a.notes else None
-    print(write_model_card(a.model_dir, load(a.test), load(a.val), load(a.ablation), load(a.speed), notes,
+    print(write_model_card(a.model_dir, load(a.test), load(a.val), load(a.ablation), speed, notes,
                            a.data))
     return 0
 
