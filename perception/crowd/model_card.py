@@ -102,13 +102,15 @@ def write_model_card(model_dir: str | Path, test_report: dict, val_report: dict 
                 f"{base['mae']:.2f}, RMSE {base['rmse']:.2f}.", ""]
     out += [_image_table(test_report), ""]
     if val_report is not None:
-        out += ["Validation split (used to fit the interval, so its coverage is optimistic):", "",
+        out += ["Validation split (used to select the weights and, with the training images, to fit the interval; "
+                "its numbers are optimistic):", "",
                 _metrics_table(val_report), ""]
+    interval = json.loads((model_dir / "interval.json").read_text())
     out += [
         "## Count interval", "",
-        f"count +- z sqrt(phi max(count, 1)) with z for {t.interval_level:.0%}, phi (over-dispersion) fitted on "
-        f"the validation residuals (phi = {json.loads((model_dir / 'interval.json').read_text())['phi']:.3f}, "
-        f"{len(split['val'])} images). Empirical coverage on test: **{test_report['coverage']:.0%}** "
+        f"count +- z sqrt(phi max(count, 1)) with z for {t.interval_level:.0%}, phi (over-dispersion): the "
+        f"wider of the fits on the validation and on the training residuals (phi = {interval['phi']:.3f}, "
+        f"{interval.get('fitted_on', 0)} images). Empirical coverage on test: **{test_report['coverage']:.0%}** "
         f"(nominal {t.interval_level:.0%}).", "",
     ]
     if ablation:
