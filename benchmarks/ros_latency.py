@@ -1,6 +1,6 @@
 """ROS latency bench: PointCloud2 stamp -> Detection3DArray receipt, drops and RSS under load.
 
-Starts ``perception launch perception.launch.yaml`` (detector + sensor_health), publishes the frames of the
+Starts ``perception launch perception.launch.yaml`` (detector + its monitors), publishes the frames of the
 bundled drive restamped with the current time at each rate, and prints per rate: frames sent/answered/
 dropped, latency p50/p99/max (wall clock: receipt - header stamp), the detector's own drop counter, and
 the detector process's RSS at the start and end of the run (flat = no leak).
@@ -99,7 +99,7 @@ def main() -> int:
     parser.add_argument("--rates", type=float, nargs="+", default=[10.0, 20.0], help="input rates (Hz)")
     parser.add_argument("--seconds", type=float, nargs="+", default=[30.0, 120.0],
                         help="duration per rate (one value, or one per rate)")
-    parser.add_argument("--backend", default="torch")
+    parser.add_argument("--backend", default="auto")
     args = parser.parse_args()
     durations = args.seconds * len(args.rates) if len(args.seconds) == 1 else args.seconds
 
