@@ -30,9 +30,8 @@ def session_options(num_threads: int | None = None) -> Any:
     if num_threads:
         so.intra_op_num_threads = num_threads
         so.inter_op_num_threads = 1
-    # Idle intra-op threads sleep instead of spin-waiting between ops and runs: a spinning pool keeps every
-    # core busy, starving the ROS executor, the sibling nodes and even its own next frame on a small CPU
-    # (replay test on 2 cores: inference p50 530 ms spinning, see the closing note for the measured fix).
+    # Idle intra-op threads sleep instead of spin-waiting between ops and runs: in a node a spinning pool
+    # burns the cores that the ROS executor and the sibling nodes (sensor health, OOD, crowd) need.
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return so
