@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
 
 from perception.crowd.model import STRIDE, CrowdNet
+from perception.engines.artifacts import save_checked_onnx
 from perception.errors import EngineError
 
 log = logging.getLogger(__name__)
@@ -42,17 +40,7 @@ def export_crowd_onnx(net: CrowdNet, path: str | Path, height: int = 384, width:
         raise EngineError("ONNX export returned no program", str(path))
     model = program.model_proto
     model.doc_string = f"CrowdNet (attention={type(net.front[1]).__name__}) exported by perception"
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except onnx.checker.ValidationError as exc:
-        raise EngineError(f"exported graph fails onnx.checker: {exc}", str(path)) from exc
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".onnx")
-    os.close(fd)
-    onnx.save(model, tmp)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    return path
+    return save_checked_onnx(model, path)
 
 
 def ort_session(path: str | Path, threads: int = 1):  # -> onnxruntime.InferenceSession

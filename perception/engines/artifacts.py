@@ -49,6 +49,24 @@ def write_json_atomic(path: Path, doc: Any) -> None:
     os.replace(tmp, path)
 
 
+def save_checked_onnx(model: Any, path: Path) -> Path:
+    """Check an exported ``onnx.ModelProto`` with ``onnx.checker`` (EngineError naming ``path`` when it fails),
+    then write it atomically (temporary file + rename: a crash never leaves half a model behind)."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise EngineError(f"exported graph fails onnx.checker: {exc}", str(path)) from exc
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".onnx")
+    os.close(fd)
+    onnx.save(model, tmp)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    return path
+
+
 def read_manifest(model_dir: str | Path) -> dict[str, Any]:
     """The export manifest, or an empty one (``{"files": {}}``) when nothing was exported yet."""
     path = export_dir(model_dir) / MANIFEST_FILE

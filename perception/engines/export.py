@@ -10,8 +10,6 @@ its sha256 in ``export/manifest.json`` together with the parity reports.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -89,17 +87,7 @@ def export_onnx(net: FusionNet, sample: dict[str, np.ndarray], path: Path, max_p
     model = program.model_proto
     _strip_metadata(model)
     model.doc_string = f"FusionNet {net.cfg.name} exported by perception (torch {torch.__version__})"
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except onnx.checker.ValidationError as exc:
-        raise EngineError(f"exported graph fails onnx.checker: {exc}", str(path)) from exc
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".onnx")
-    os.close(fd)
-    onnx.save(model, tmp)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    return path
+    return art.save_checked_onnx(model, path)
 
 
 def frame_inputs(frames: Iterable[Frame], cfg: DetectorConfig, total: int | None = None,
