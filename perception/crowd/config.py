@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from perception.config_io import build_dataclass, read_yaml_mapping
 from perception.errors import ConfigError
 
 #: Attention variants understood by :func:`perception.crowd.attention.make_attention`.
@@ -125,14 +126,7 @@ class CrowdConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> CrowdConfig:
         """Load and validate a YAML config; errors name the file and key."""
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError("config file not found", str(path))
-        try:
-            doc = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"not valid YAML: {exc}", str(path)) from exc
-        return cls.from_dict(doc, str(path))
+        return cls.from_dict(read_yaml_mapping(path), str(path))
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any], where: str = "<dict>") -> CrowdConfig:
@@ -142,9 +136,9 @@ class CrowdConfig:
         unknown = set(doc) - {"model", "data", "train"}
         if unknown:
             raise ConfigError(f"unknown section(s) {sorted(unknown)}", where)
-        cfg = cls(model=_build(CrowdModelConfig, doc.get("model") or {}, f"{where}:model"),
-                  data=_build(CrowdDataConfig, doc.get("data") or {}, f"{where}:data"),
-                  train=_build(CrowdTrainConfig, doc.get("train") or {}, f"{where}:train"))
+        cfg = cls(model=build_dataclass(CrowdModelConfig, doc.get("model") or {}, f"{where}:model"),
+                  data=build_dataclass(CrowdDataConfig, doc.get("data") or {}, f"{where}:data"),
+                  train=build_dataclass(CrowdTrainConfig, doc.get("train") or {}, f"{where}:train"))
         cfg.model.validate(where)
         cfg.data.validate(where)
         cfg.train.validate(where)
@@ -159,33 +153,3 @@ class CrowdConfig:
         """Write the resolved config."""
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
-
-def _build(kind: type, values: Any, where: str) -> Any:
-    if not isinstance(values, dict):
-        raise ConfigError("expected a mapping", where)
-    defaults = kind()
-    names = {f.name for f in dataclasses.fields(kind)}
-    unknown = set(values) - names
-    if unknown:
-        raise ConfigError(f"unknown key(s) {sorted(unknown)}", where)
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        default = getattr(defaults, key)
-        try:
-            if isinstance(default, bool):
-                if not isinstance(value, bool):
-                    raise TypeError("expected true/false")
-                out[key] = value
-            elif isinstance(default, (int, float)):
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise TypeError(f"expected a number, got {type(value).__name__}")
-                out[key] = type(default)(value)
-            elif isinstance(default, list):
-                if not isinstance(value, list):
-                    raise TypeError("expected a list")
-                out[key] = [type(default[0])(v) for v in value] if default else list(value)
-            else:
-                out[key] = type(default)(value)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"bad value {value!r}: {exc}", f"{where}.{key}") from exc
-    return kind(**out)

@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from perception.config_io import build_dataclass, read_yaml_mapping
 from perception.errors import ConfigError
 
 
@@ -112,14 +113,7 @@ class DetectorConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> DetectorConfig:
         """Load and validate a YAML config; errors name the file and key."""
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError("config file not found", str(path))
-        try:
-            doc = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"not valid YAML: {exc}", str(path)) from exc
-        return cls.from_dict(doc, str(path))
+        return cls.from_dict(read_yaml_mapping(path), str(path))
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any], where: str = "<dict>") -> DetectorConfig:
@@ -129,8 +123,8 @@ class DetectorConfig:
         unknown = set(doc) - {"model", "train"}
         if unknown:
             raise ConfigError(f"unknown section(s) {sorted(unknown)}", where)
-        model = _build(ModelConfig, doc.get("model") or {}, f"{where}:model")
-        train = _build(TrainConfig, doc.get("train") or {}, f"{where}:train")
+        model = build_dataclass(ModelConfig, doc.get("model") or {}, f"{where}:model")
+        train = build_dataclass(TrainConfig, doc.get("train") or {}, f"{where}:train")
         model.validate(where)
         return cls(model=model, train=train)
 
@@ -142,26 +136,3 @@ class DetectorConfig:
         """Write the resolved config."""
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
-
-def _build(kind: type, values: dict[str, Any], where: str) -> Any:
-    names = {f.name: f for f in dataclasses.fields(kind)}
-    unknown = set(values) - set(names)
-    if unknown:
-        raise ConfigError(f"unknown key(s) {sorted(unknown)}", where)
-    out = {}
-    for key, value in values.items():
-        default = getattr(kind(), key)
-        try:
-            if isinstance(default, bool):
-                out[key] = bool(value)
-            elif isinstance(default, int):
-                out[key] = int(value)
-            elif isinstance(default, float):
-                out[key] = float(value)
-            elif isinstance(default, list):
-                out[key] = [type(default[0])(v) for v in value] if default else list(value)
-            else:
-                out[key] = type(default)(value)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"bad value {value!r}: {exc}", f"{where}.{key}") from exc
-    return kind(**out)
