@@ -17,7 +17,7 @@ class DetectionResult:
     degraded: list[str] = field(default_factory=list)  # e.g. ["camera_missing"], ["lidar_empty"]
     timings_ms: dict[str, float] = field(default_factory=dict)  # per stage: voxelize, lidar, camera, decoder, post
     dropped_points: int = 0  # NaN/inf or out-of-range points removed before voxelisation
-    frame_embedding: np.ndarray | None = None  # (D,) pooled BEV/query feature, for OOD scoring
+    frame_embedding: np.ndarray | None = None  # (D,) pooled BEV + image features, for OOD scoring
     bev_attention: np.ndarray | None = None  # (H, W) attention mass over BEV cells, summed over detections
     image_attention: np.ndarray | None = None  # (h, w) attention mass over image feature cells
     model_id: str = ""

@@ -43,8 +43,8 @@ class OodResult:
 class OodMonitor:
     """Out-of-distribution scores of detector outputs, from :class:`OodStats` fitted on training data.
 
-    Frame scores: ``embedding`` is the Mahalanobis distance of the pooled BEV frame embedding to the
-    training frames; ``mean_<score>`` averages a detection score over the frame's detections; ``frame``
+    Frame scores: ``embedding`` is the Mahalanobis distance of the frame embedding (pooled BEV + image
+    features) to the training frames; ``mean_<score>`` averages a detection score over the frame's detections; ``frame``
     is the Mahalanobis distance of the frame *descriptor* — embedding, mean query feature, mean
     Mahalanobis and MahaVar scores of the detections and ``log(1 + #detections)`` — to the training
     frames' descriptors. Being a distance, ``frame`` rises when any part moves either way (heavy rain,

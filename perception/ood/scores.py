@@ -9,8 +9,8 @@ Per detection (query embedding ``f`` and class logits ``z``), with ``d_c`` the M
   equally far from all of them (low variance). Negated so that higher = more OOD.
 * ``energy`` = ``-logsumexp_c z_c`` — the energy score on the detector's raw (sigmoid-head) class logits.
 
-Per frame: ``embedding`` (Mahalanobis distance of the pooled BEV frame embedding to the training frames)
-and ``mean_<score>`` (mean of a detection score over the frame's detections); see
+Per frame: ``embedding`` (Mahalanobis distance of the frame embedding, pooled BEV + image features, to the
+training frames) and ``mean_<score>`` (mean of a detection score over the frame's detections); see
 :class:`perception.ood.monitor.OodMonitor` for the combined ``frame`` score.
 """
 
