@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -92,6 +94,19 @@ class Probe:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def stop_process(proc: subprocess.Popen, timeout_s: float = 10.0) -> int:
+    """Stop a node process like Ctrl-C (SIGINT), killing it when it has not exited within ``timeout_s``;
+    returns its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 def main() -> int:

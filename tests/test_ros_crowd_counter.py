@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import array
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from trustworthy_perception_msgs.msg import CrowdCount  # noqa: E402
 from perception.crowd.api import CrowdCounter  # noqa: E402
 from ros_nodes.convert import array_to_image  # noqa: E402
 from ros_nodes.paths import dds_env  # noqa: E402
-from ros_nodes.probe import Probe  # noqa: E402
+from ros_nodes.probe import Probe, stop_process  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "models" / "crowd_default"
@@ -45,13 +44,7 @@ def node(monkeypatch):
            "-r", f"~/output/overlay:={NS}/overlay"]
     proc = subprocess.Popen(cmd, env=dds_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     yield proc
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_process(proc)
 
 
 def _publish_until(probe: Probe, pub, msg: Image, topic: str, sec: int, timeout_s: float = 90.0):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import array
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from perception.ood.monitor import OodMonitor, descriptor_dim  # noqa: E402
 from perception.ood.scores import energy_score  # noqa: E402
 from perception.ood.stats import OodStats, save_stats  # noqa: E402
 from ros_nodes.paths import dds_env  # noqa: E402
-from ros_nodes.probe import Probe  # noqa: E402
+from ros_nodes.probe import Probe, stop_process  # noqa: E402
 
 DIM, EMB = 8, 6
 CLASSES = ("Car", "Pedestrian", "Cyclist")
@@ -99,13 +98,7 @@ def node(request, tmp_path: Path, monkeypatch):
            "-r", f"~/input/features:={NS}/features", "-r", f"~/output/ood:={NS}/ood"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     yield proc
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_process(proc)
 
 
 def test_node_answers_features_flags_ood_and_survives_malformed_input(node) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -13,17 +12,13 @@ from safetensors.torch import load_file, save_file
 from perception.crowd.config import CrowdConfig
 from perception.crowd.interval import CountInterval
 from perception.crowd.model import CrowdNet
+from perception.detector.checkpoint import MANIFEST_FILE, sha256, verify_manifest
 from perception.errors import ConfigError, ModelError
 
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "weights.safetensors"
 INTERVAL_FILE = "interval.json"
-MANIFEST_FILE = "manifest.json"
 _HASHED = (CONFIG_FILE, WEIGHTS_FILE, INTERVAL_FILE)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def save_crowd_model(net: CrowdNet, cfg: CrowdConfig, model_dir: str | Path, interval: CountInterval) -> None:
@@ -34,7 +29,7 @@ def save_crowd_model(net: CrowdNet, cfg: CrowdConfig, model_dir: str | Path, int
     state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
     save_file(state, str(model_dir / WEIGHTS_FILE), metadata={"model": cfg.model.name})
     interval.save(model_dir / INTERVAL_FILE)
-    doc = {n: {"sha256": _sha256(model_dir / n), "bytes": (model_dir / n).stat().st_size} for n in _HASHED}
+    doc = {n: {"sha256": sha256(model_dir / n), "bytes": (model_dir / n).stat().st_size} for n in _HASHED}
     (model_dir / MANIFEST_FILE).write_text(json.dumps(doc, indent=2) + "\n")
 
 
@@ -46,17 +41,7 @@ def load_crowd_model(model_dir: str | Path) -> tuple[CrowdNet, CrowdConfig, Coun
     for name in (CONFIG_FILE, WEIGHTS_FILE, INTERVAL_FILE):
         if not (model_dir / name).is_file():
             raise ModelError("missing file", str(model_dir / name))
-    manifest = model_dir / MANIFEST_FILE
-    if manifest.is_file():
-        try:
-            doc = json.loads(manifest.read_text())
-        except ValueError as exc:
-            raise ModelError(f"unreadable manifest: {exc}", str(manifest)) from exc
-        for name in _HASHED:
-            entry = doc.get(name)
-            if entry and _sha256(model_dir / name) != entry.get("sha256"):
-                raise ModelError("file does not match the sha256 in manifest.json (corrupt or modified)",
-                                 str(model_dir / name))
+    verify_manifest(model_dir, _HASHED)
     try:
         cfg = CrowdConfig.from_yaml(model_dir / CONFIG_FILE)
     except ConfigError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -37,8 +38,9 @@ def write_manifest(model_dir: Path) -> None:
     (model_dir / MANIFEST_FILE).write_text(json.dumps(doc, indent=2) + "\n")
 
 
-def verify_manifest(model_dir: Path, names: list[str]) -> None:
-    """Raise ModelError when a listed artifact does not match its recorded sha256."""
+def verify_manifest(model_dir: Path, names: Iterable[str]) -> None:
+    """Raise ModelError when a listed artifact does not match its recorded sha256 (files the manifest does not
+    list, or a directory without a manifest, pass)."""
     path = model_dir / MANIFEST_FILE
     if not path.is_file():
         return  # a model directory being assembled (training) has no manifest yet
@@ -48,9 +50,7 @@ def verify_manifest(model_dir: Path, names: list[str]) -> None:
         raise ModelError(f"unreadable manifest: {exc}", str(path)) from exc
     for name in names:
         entry = doc.get(name)
-        if entry is None:
-            continue
-        if sha256(model_dir / name) != entry["sha256"]:
+        if entry and sha256(model_dir / name) != entry.get("sha256"):
             raise ModelError("file does not match the sha256 in manifest.json (corrupt or modified)",
                              str(model_dir / name))
 
