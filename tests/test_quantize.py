@@ -5,10 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
+from onnx import helper, numpy_helper
 
-from perception.engines.quantize import QUANT_GROUPS, SPEED_GROUPS, module_scope, node_groups
+from perception.engines.quantize import (
+    QUANT_GROUPS,
+    SPEED_GROUPS,
+    folded_activations,
+    module_scope,
+    node_groups,
+    quantize_nodes,
+)
 
 EXPORT = Path(__file__).resolve().parents[1] / "models" / "fusion_default" / "export"
 
@@ -34,20 +43,52 @@ def test_groups_follow_the_module_scopes(fp32):
     assert len(every) == len(set(every)), "a node belongs to two groups"
 
 
-def test_shipped_int8_keeps_the_sensitive_layers_fp32(fp32):
+def test_shipped_int8_quantizes_exactly_its_groups_with_relus_folded(fp32):
     int8_path = EXPORT / "model.int8.onnx"
     if not int8_path.is_file():
         pytest.skip("no INT8 export (perception export --int8)")
     manifest = json.loads((EXPORT / "manifest.json").read_text())
     quantized = manifest["files"]["model.int8.onnx"]["quantized_groups"]
-    assert set(quantized) <= set(SPEED_GROUPS)
+    assert quantized and set(quantized) <= set(SPEED_GROUPS)
     int8 = onnx.load(str(int8_path))
     produced_by = {o: n.op_type for n in int8.graph.node for o in n.output}
     convs = {n.name: n for n in int8.graph.node if n.op_type == "Conv"}
     groups = node_groups(fp32)
-    kept = [n for n in groups["bev_stage0"] + groups["bev_stage2_entry"] + groups["pillar_net"] if n in convs]
-    assert len(kept) >= 3, "the FP32 convs are missing from the INT8 graph"
-    for name in kept:  # an FP32 conv reads its weight straight from an initializer, not a DequantizeLinear
-        assert produced_by.get(convs[name].input[1]) != "DequantizeLinear", name
-    dq_weights = [n for n in convs.values() if produced_by.get(n.input[1]) == "DequantizeLinear"]
-    assert len(dq_weights) >= len(groups["bev_backbone"]), "the backbone convs are not quantized"
+    q_nodes = {n for g in quantized for n in groups[g]}
+    assert len(convs) == sum(n.op_type == "Conv" for n in fp32.graph.node)
+    for name, node in convs.items():  # an FP32 conv reads its weight straight from an initializer
+        assert (produced_by.get(node.input[1]) == "DequantizeLinear") == (name in q_nodes), name
+    folded = folded_activations(fp32, q_nodes)
+    assert folded, "no ReLU follows a quantized conv"
+    assert not set(folded) & {n.name for n in int8.graph.node}, "a ReLU after a quantized conv was kept"
+
+
+def _conv_relu_model(path: Path) -> None:
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["y"], name="relu")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4, 8, 8])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(path))
+
+
+def test_quantize_nodes_folds_the_relu_into_the_conv_output(tmp_path):
+    import onnxruntime as ort
+
+    src, dst = tmp_path / "f.onnx", tmp_path / "q.onnx"
+    _conv_relu_model(src)
+    rng = np.random.default_rng(1)
+    calib = [{"x": rng.normal(size=(1, 3, 8, 8)).astype(np.float32)} for _ in range(4)]
+    assert folded_activations(onnx.load(str(src)), ["conv"]) == ["relu"]
+    quantize_nodes(src, dst, calib, ["conv"])
+    q = onnx.load(str(dst))
+    assert "Relu" not in [n.op_type for n in q.graph.node]
+    zero_points = {t.name: t for t in q.graph.initializer}
+    out_q = next(n for n in q.graph.node if n.op_type == "QuantizeLinear" and n.input[0] != "x")
+    assert numpy_helper.to_array(zero_points[out_q.input[2]]) == 0  # the output range starts at 0 (ReLU's)
+    x = calib[0]["x"]
+    ref = ort.InferenceSession(str(src)).run(None, {"x": x})[0]
+    got = ort.InferenceSession(str(dst)).run(None, {"x": x})[0]
+    assert got.min() >= 0.0
+    assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max()
