@@ -134,6 +134,7 @@ class Detection:
     attention: dict[str, np.ndarray] = field(default_factory=dict)  # "bev": (L, H, cells), "image": (L, H, pixels)
     feature: np.ndarray | None = None  # query embedding, for OOD scoring
     logits: np.ndarray | None = None  # raw class logits (C,), for energy-based OOD scoring
+    geometry: np.ndarray | None = None  # point-geometry descriptor of the box (perception.ood.geometry), for OOD
     ood_score: float | None = None
 
     @property

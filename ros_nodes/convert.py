@@ -245,7 +245,8 @@ def msg_to_detections(msg: Detection3DArray) -> list[Detection]:
 def features_to_msg(result: DetectionResult, header: Header) -> DetectionFeatures:
     """``DetectionFeatures`` (row i = detection i) from a result; empty features when the model gives none."""
     feats = [d.feature for d in result.detections]
-    msg = DetectionFeatures(header=header, num_detections=len(feats), labels=[d.label for d in result.detections])
+    msg = DetectionFeatures(header=header, num_detections=len(feats), labels=[d.label for d in result.detections],
+                            engine=result.model_id.rpartition("@")[2])
     if feats and all(f is not None for f in feats):
         mat = np.stack([np.asarray(f, dtype=np.float32).ravel() for f in feats])
         msg.dim = int(mat.shape[1])
@@ -255,15 +256,20 @@ def features_to_msg(result: DetectionResult, header: Header) -> DetectionFeature
         mat = np.stack([np.asarray(z, dtype=np.float32).ravel() for z in logits])
         msg.num_classes = int(mat.shape[1])
         msg.logits = array.array("f", mat.tobytes())
+    geometry = [d.geometry for d in result.detections]
+    if geometry and all(g is not None for g in geometry):
+        mat = np.stack([np.asarray(g, dtype=np.float32).ravel() for g in geometry])
+        msg.geometry_dim = int(mat.shape[1])
+        msg.geometry = array.array("f", mat.tobytes())
     if result.frame_embedding is not None:
         msg.frame_embedding = array.array("f", np.asarray(result.frame_embedding, dtype=np.float32).ravel().tobytes())
     return msg
 
 
 def features_from_msg(msg: DetectionFeatures,
-                      topic: str = "features") -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """``(features (N, dim), frame_embedding (D,), logits (N, num_classes) or None)`` from a
-    ``DetectionFeatures``; checks the sizes agree."""
+                      topic: str = "features") -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """``(features (N, dim), frame_embedding (D,), logits (N, num_classes) or None, geometry (N, geometry_dim)
+    or None)`` from a ``DetectionFeatures``; checks the sizes agree."""
     feats = np.frombuffer(msg.features, dtype=np.float32)
     if feats.size != msg.num_detections * msg.dim:
         raise DataError(f"{feats.size} values, expected num_detections {msg.num_detections} * dim {msg.dim}",
@@ -275,5 +281,10 @@ def features_from_msg(msg: DetectionFeatures,
         raise DataError(f"{z.size} values, expected num_detections {msg.num_detections} * num_classes "
                         f"{msg.num_classes}", f"{topic}:logits")
     logits = z.reshape(msg.num_detections, msg.num_classes).copy() if msg.num_classes else None
+    g = np.frombuffer(msg.geometry, dtype=np.float32)
+    if g.size != msg.num_detections * msg.geometry_dim:
+        raise DataError(f"{g.size} values, expected num_detections {msg.num_detections} * geometry_dim "
+                        f"{msg.geometry_dim}", f"{topic}:geometry")
+    geometry = g.reshape(msg.num_detections, msg.geometry_dim).copy() if msg.geometry_dim else None
     emb = np.frombuffer(msg.frame_embedding, np.float32).copy()
-    return feats.reshape(msg.num_detections, msg.dim).copy(), emb, logits
+    return feats.reshape(msg.num_detections, msg.dim).copy(), emb, logits, geometry

@@ -22,7 +22,8 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from perception.errors import ConfigError, DataError, PerceptionError
 from perception.ood.monitor import FRAME_SCORES, OodMonitor
-from perception.ood.scores import DETECTION_SCORES
+from perception.ood.scores import DETECTION_SCORES, GEOMETRY_SCORES, LOGIT_SCORES
+from perception.ood.stats import engine_family
 from ros_nodes.convert import features_from_msg
 from ros_nodes.diagnostics import ERROR, OK, STALE, WARN, DiagnosticsPublisher, make_status
 from ros_nodes.params import declare
@@ -30,8 +31,10 @@ from ros_nodes.paths import resolve
 from ros_nodes.qos import output_qos
 from ros_nodes.runtime import run_node
 
-#: Scores that need the class logits of DetectionFeatures (a message without them is reported, not scored).
-NEEDS_LOGITS = ("energy", "mean_energy")
+#: Scores that need the class logits / the point-geometry descriptors of DetectionFeatures (a message without
+#: them is reported, not scored).
+NEEDS_LOGITS = (*LOGIT_SCORES, *(f"mean_{s}" for s in LOGIT_SCORES))
+NEEDS_GEOMETRY = (*GEOMETRY_SCORES, *(f"mean_{s}" for s in GEOMETRY_SCORES))
 
 
 @dataclass
@@ -55,10 +58,13 @@ class OodMonitorNode(Node):
         super().__init__("ood_monitor", **kwargs)
         model_dir = declare(self, "model_dir", "models/fusion_default",
                             "Model folder; its ood/ subfolder holds the fitted statistics (perception fit-ood)")
-        self.score_name = declare(self, "score", "energy",
+        self.score_name = declare(self, "score", "energy_geometry",
                                   f"Per-detection score published and flagged: {' | '.join(DETECTION_SCORES)}")
         self.frame_score_name = declare(self, "frame_score", "frame",
                                         f"Frame score published and flagged: {' | '.join(FRAME_SCORES)}")
+        backend = declare(self, "backend", "auto",
+                          "Engine the detector runs (set it as the detector's): its engine family's statistics are "
+                          "used, <model_dir>/ood or <model_dir>/ood/<backend>; auto = the detector's default")
         period = declare(self, "diagnostics_period_s", 1.0, "/diagnostics and marker period (s)", low=0.05, high=60.0)
         self.window = declare(self, "ood_window", 5, "/diagnostics judges the last N frames", low=1, high=1000)
         self.min_ood = declare(self, "ood_min_frames", 3, "WARN when at least this many of the last ood_window "
@@ -70,7 +76,13 @@ class OodMonitorNode(Node):
         if self.frame_score_name not in FRAME_SCORES:
             raise ConfigError(f"must be one of {FRAME_SCORES}", f"{self.get_name()}:frame_score")
         self.needs_logits = self.score_name in NEEDS_LOGITS or self.frame_score_name in NEEDS_LOGITS
-        self.monitor = OodMonitor.load(resolve(model_dir))
+        self.needs_geometry = self.score_name in NEEDS_GEOMETRY or self.frame_score_name in NEEDS_GEOMETRY
+        if backend == "auto":
+            from perception.engines.registry import default_backend
+
+            backend = default_backend(resolve(model_dir))
+        self.engine = engine_family(backend)
+        self.monitor = OodMonitor.load(resolve(model_dir), backend)
         self.det_threshold = self.monitor.stats.threshold("detection", self.score_name)
         self.frame_threshold = self.monitor.stats.threshold("frame", self.frame_score_name)
         self.model_id = str(self.monitor.stats.meta.get("model", "ood"))
@@ -83,18 +95,29 @@ class OodMonitorNode(Node):
         self.create_timer(period, self.publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.stats = _Stats(recent=deque(maxlen=self.window))
         self.get_logger().info(
-            f"ready: {model_dir} ood stats, score {self.score_name} > {self.det_threshold:.4g}, frame score "
-            f"{self.frame_score_name} > {self.frame_threshold:.4g}; listening on {self.features_topic}")
+            f"ready: {model_dir} ood stats ({self.engine} engines, backend {backend}), score {self.score_name} > "
+            f"{self.det_threshold:.4g}, frame score {self.frame_score_name} > {self.frame_threshold:.4g}; "
+            f"listening on {self.features_topic}")
 
     def on_features(self, msg: DetectionFeatures) -> None:
         """Convert, score, publish; a malformed message is reported and skipped."""
         try:
-            feats, embedding, logits = features_from_msg(msg, self.features_topic)
+            feats, embedding, logits, geometry = features_from_msg(msg, self.features_topic)
+            if msg.engine and engine_family(msg.engine) != self.engine:
+                raise DataError(f"features from engine {msg.engine!r}, but the OOD statistics loaded are for "
+                                f"{self.engine!r} engines: set this node's backend parameter to the detector's "
+                                f"(statistics: perception fit-ood --backend {msg.engine})",
+                                f"{self.features_topic}:engine")
             if self.needs_logits and logits is None and msg.num_detections:
                 raise DataError(f"no class logits, but score {self.score_name!r} / frame_score "
                                 f"{self.frame_score_name!r} needs them", f"{self.features_topic}:logits")
+            if self.needs_geometry and geometry is None and msg.num_detections:
+                raise DataError(f"no point-geometry descriptors, but score {self.score_name!r} / frame_score "
+                                f"{self.frame_score_name!r} needs them", f"{self.features_topic}:geometry")
             if logits is None and self.needs_logits:  # an empty frame
                 logits = np.zeros((0, len(self.monitor.stats.classes)), np.float32)
+            if geometry is None and self.needs_geometry:
+                geometry = np.zeros((0, self.monitor.stats.geometry.dim), np.float32)
             if msg.num_detections and msg.dim != self.monitor.feature_dim:
                 raise DataError(f"dim {msg.dim}, the OOD statistics expect {self.monitor.feature_dim}",
                                 f"{self.features_topic}:dim")
@@ -102,7 +125,7 @@ class OodMonitorNode(Node):
                 raise DataError(f"{embedding.size} values, the OOD statistics expect {self.monitor.embedding_dim}",
                                 f"{self.features_topic}:frame_embedding")
             result = self.monitor.score(feats, embedding if embedding.size else None, logits,
-                                        where=f"{self.features_topic}:features")
+                                        where=f"{self.features_topic}:features", geometry=geometry)
         except PerceptionError as exc:
             self.diag.report_bad_input(exc, self.features_topic)
             return

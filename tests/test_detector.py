@@ -20,6 +20,7 @@ from perception.detector.postprocess import circle_nms
 from perception.detector.voxelize import voxelize
 from perception.errors import CalibrationError, ConfigError, ModelError
 from perception.frame import Box3D, Frame
+from perception.ood.geometry import GEOMETRY_DIM
 from perception.rig import Rig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -212,6 +213,7 @@ def test_api_degraded_inputs(model_dir, rig):
         assert d.covariance.shape == (7, 7) and np.all(np.diag(d.covariance) > 0)
         assert 0.0 <= d.probability <= 1.0
         assert abs(sum(d.modality_share.values()) - 1.0) < 1e-5
+        assert d.geometry.shape == (GEOMETRY_DIM,) and np.isfinite(d.geometry).all()
     no_cam = det(Frame(pts, None, rig, 1))
     assert CAMERA_MISSING in no_cam.degraded
     assert all(d.modality_share["camera"] < 1e-3 for d in no_cam.detections)
@@ -223,6 +225,7 @@ def test_api_degraded_inputs(model_dir, rig):
     nan[:100, 0] = np.nan
     res = det(Frame(nan, image, rig, 1))
     assert POINTS_DROPPED in res.degraded and res.dropped_points == 100
+    assert all(np.isfinite(d.geometry).all() for d in res.detections)
     with pytest.raises(CalibrationError, match="rig"):
         det(Frame(pts, image, None, 1))
 

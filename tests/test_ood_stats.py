@@ -12,9 +12,11 @@ import pytest
 from perception.errors import ConfigError, DataError, ModelError
 from perception.ood.collect import FeatureSet
 from perception.ood.fit import fit_stats, score_feature_set
+from perception.ood.geometry import GEOMETRY_DIM
 from perception.ood.metrics import auroc
 from perception.ood.monitor import FRAME_SCORES, OodMonitor
-from perception.ood.stats import META_FILE, STATS_FILE, file_sha256, load_stats, save_stats
+from perception.ood.scores import DETECTION_SCORES
+from perception.ood.stats import META_FILE, STATS_FILE, engine_family, file_sha256, load_stats, save_stats
 
 CLASSES = ("Car", "Pedestrian", "Cyclist")
 DIM, EMB = 16, 36  # EMB = the embedding of a model with d_model DIM and 2 BEV channels
@@ -36,9 +38,12 @@ def synthetic_set(rng: np.random.Generator, frames: int, per_frame: int = 6, shi
         logits = rng.normal(-2.0, 0.5, size=(n, 3))
     matched = np.array(["Animal" if unknown else CLASSES[c] for c in cls], dtype=object)
     emb = rng.normal(size=(frames, EMB)) + shift
+    # point geometry: each class its own shape and spread; an unknown object's points unlike its class's
+    geo = (np.arange(3)[cls, None] + 1.0) * np.linspace(0.5, 1.5, GEOMETRY_DIM)
+    geo = geo + rng.normal(size=(n, GEOMETRY_DIM)) * (0.2 + 0.2 * cls[:, None]) + (3.0 if unknown else 0.0)
     return FeatureSet(feats.astype(np.float32), logits.astype(np.float32), rng.uniform(0.2, 0.9, n),
                       np.repeat(np.arange(frames), per_frame), matched, emb.astype(np.float32),
-                      [f"f{i}" for i in range(frames)])
+                      [f"f{i}" for i in range(frames)], geo.astype(np.float32))
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +63,8 @@ def test_fit_sets_thresholds_at_95_tpr_and_separates_ood(fitted) -> None:
         assert 0.85 < np.mean(det[name] <= t) < 1.0, name  # ~95 % of fresh ID detections kept
     assert set(fitted.thresholds["frame"]) == set(FRAME_SCORES)
     ood_det, _ = score_feature_set(monitor, synthetic_set(rng, 40, unknown=True))
-    for name in ("mahalanobis", "mahavar", "energy"):
+    assert set(det) == set(DETECTION_SCORES)
+    for name in DETECTION_SCORES:
         assert auroc(det[name], ood_det[name]) > 0.95, name
     _, shifted = score_feature_set(monitor, synthetic_set(rng, 60, shift=3.0))
     assert auroc(frame["embedding"], shifted["embedding"]) > 0.95
@@ -71,8 +77,9 @@ def test_round_trip_gives_identical_scores(fitted, tmp_path: Path) -> None:
     assert loaded.thresholds == fitted.thresholds
     assert loaded.classes == CLASSES and loaded.meta["model"] == "synthetic"
     fs = synthetic_set(np.random.default_rng(2), 5)
-    a = OodMonitor(fitted).score(fs.features, fs.embeddings[0], fs.logits)
-    b = OodMonitor(loaded).score(fs.features, fs.embeddings[0], fs.logits)
+    a = OodMonitor(fitted).score(fs.features, fs.embeddings[0], fs.logits, geometry=fs.geometry)
+    b = OodMonitor(loaded).score(fs.features, fs.embeddings[0], fs.logits, geometry=fs.geometry)
+    assert "energy_geometry" in b.detection
     for name in a.detection:
         assert np.allclose(a.detection[name], b.detection[name])
     assert a.frame == pytest.approx(b.frame)
@@ -163,3 +170,27 @@ def test_fit_refuses_when_no_detection_matches_a_known_class() -> None:
     unknown = synthetic_set(rng, 10, unknown=True)
     with pytest.raises(DataError, match="trained"):
         fit_stats(unknown, unknown, CLASSES)
+
+
+def test_statistics_are_per_engine_family(tmp_path):
+    from perception.ood.stats import REFERENCE_ENGINE, stats_dir
+
+    for fp32 in (None, "", "torch", "onnxruntime", "onnxruntime-cuda"):
+        assert engine_family(fp32) == REFERENCE_ENGINE
+        assert stats_dir(tmp_path, fp32) == tmp_path / "ood"
+    assert engine_family("onnxruntime-int8") == "onnxruntime-int8"
+    assert stats_dir(tmp_path, "onnxruntime-int8") == tmp_path / "ood" / "onnxruntime-int8"
+    for bad in ("auto", "../x", "a/b"):
+        with pytest.raises(ConfigError):
+            stats_dir(tmp_path, bad)
+
+
+def test_the_shipped_default_engine_has_its_own_fitted_statistics():
+    from perception.engines.registry import default_backend
+
+    model = Path(__file__).resolve().parents[1] / "models" / "fusion_default"
+    if not (model / "weights.safetensors").is_file():
+        pytest.skip("models/fusion_default not present")
+    backend = default_backend(model)
+    monitor = OodMonitor.load(model, backend)  # ModelError if missing, corrupt or for other weights
+    assert monitor.stats.meta.get("engine", "reference") == engine_family(backend)

@@ -136,16 +136,24 @@ def test_detections_round_trip():
 
 def test_features_round_trip():
     dets = [_detection(), _detection("Cyclist")]
-    result = DetectionResult(detections=dets, frame_embedding=np.ones(5, np.float32))
+    for k, d in enumerate(dets):
+        d.geometry = np.arange(11, dtype=np.float32) + k
+    result = DetectionResult(detections=dets, frame_embedding=np.ones(5, np.float32), model_id="m@onnxruntime-int8")
     msg = convert.features_to_msg(result, _header())
-    feats, emb, logits = convert.features_from_msg(msg)
+    feats, emb, logits, geometry = convert.features_from_msg(msg)
+    assert msg.engine == "onnxruntime-int8" and msg.geometry_dim == 11
+    np.testing.assert_array_equal(geometry, np.stack([d.geometry for d in dets]))
     assert msg.dim == 8 and feats.shape == (2, 8) and list(msg.labels) == ["Car", "Cyclist"]
     np.testing.assert_array_equal(feats[1], np.arange(8))
     np.testing.assert_array_equal(emb, np.ones(5))
     np.testing.assert_array_equal(logits, np.stack([d.logits for d in dets]).astype(np.float32))
     empty = convert.features_to_msg(DetectionResult(detections=[_detection(with_feature=False)]), _header())
     assert empty.dim == 0 and len(empty.features) == 0 and empty.num_classes == 0
-    assert convert.features_from_msg(empty)[2] is None
+    assert convert.features_from_msg(empty)[2] is None and convert.features_from_msg(empty)[3] is None
+    short = copy.deepcopy(msg)
+    short.geometry = short.geometry[:-1]
+    with pytest.raises(DataError, match="geometry_dim"):
+        convert.features_from_msg(short, "/perception/features")
     bad = copy.deepcopy(msg)
     bad.logits = bad.logits[:-1]
     with pytest.raises(DataError, match="num_classes"):

@@ -135,6 +135,17 @@ def test_node_answers_features_flags_ood_and_survives_malformed_input(node) -> N
         ans = _answer(probe, pub, _msg(np.zeros((0, DIM)), np.zeros(EMB), sec=5), f"{NS}/ood")
         expected = monitor.score(np.zeros((0, DIM)), np.zeros(EMB))
         assert len(ans.scores) == 0 and ans.frame_score == pytest.approx(expected.frame["frame"], abs=1e-4)
+
+        # features from an INT8 engine, statistics of the FP32 engines: refused and named, never scored
+        int8 = _msg(ID_FEATS, np.zeros(EMB), sec=6)
+        int8.engine = "onnxruntime-int8"
+        pub.publish(int8)
+        assert probe.wait_for(lambda: any("engine" in (s.message or "") for arr in probe.messages("/diagnostics")
+                                          for s in arr.status if s.name == f"{NODE}: input"), 10.0), "unreported"
+        fp32 = _msg(ID_FEATS, np.zeros(EMB), sec=7)
+        fp32.engine = "onnxruntime"  # an FP32 engine shares the reference statistics
+        _answer(probe, pub, fp32, f"{NS}/ood")
+        assert not any(m.header.stamp.sec == 6 for m in probe.messages(f"{NS}/ood"))
         assert node.poll() is None
 
 

@@ -25,6 +25,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--plot", type=Path, default=Path("out/ood/histograms.png"), help="score histograms PNG")
     p.add_argument("--workers", type=int, default=2, help="simulation processes")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("--backend", default="torch", help="engine to run (its engine family's statistics are used; "
+                   "auto = the default one)")
     p.set_defaults(func=run)
     return p
 
@@ -56,8 +58,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.frames < 1:
         raise ConfigError(f"--frames must be >= 1, got {args.frames}", "eval-ood --frames")
-    monitor = OodMonitor.load(args.model)
-    detector = load_detector(args.model, args.threads)
+    backend = args.backend
+    if backend == "auto":
+        from perception.engines.registry import default_backend
+
+        backend = default_backend(args.model)
+    monitor = OodMonitor.load(args.model, backend)
+    detector = load_detector(args.model, args.threads, backend)
     min_score = args.min_score
     if min_score is None:
         min_score = float(monitor.stats.meta.get("fitted_on", {}).get("min_score", 0.1))

@@ -12,13 +12,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                               description="Run the detector over training frames (its training cache, or simulated "
                                           "train frames), fit class means + shared shrunk covariance of the query "
                                           "features and a Gaussian of the frame embeddings, set thresholds at the "
-                                          "given TPR on validation frames, and write <model>/ood/.")
+                                          "given TPR on validation frames, and write <model>/ood/ (FP32 engines) "
+                                          "or <model>/ood/<backend>/ (INT8, FP16, TensorRT: their features "
+                                          "differ enough to need their own statistics).")
     p.add_argument("--model", default="models/fusion_default", help="model directory")
     p.add_argument("--train-frames", type=int, default=1000, help="training frames to fit on")
     p.add_argument("--val-frames", type=int, default=100, help="validation frames to set thresholds on")
     p.add_argument("--min-score", type=float, default=None, help="smallest raw detector score used (default 0.1)")
     p.add_argument("--tpr", type=float, default=0.95, help="share of in-distribution samples kept by a threshold")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default <model>/ood)")
+    p.add_argument("--backend", default="torch", help="engine whose features are fitted: torch (also serves the "
+                   "other FP32 engines), onnxruntime-int8, onnxruntime-fp16, tensorrt, ...; auto = the default one")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default <model>/ood[/<backend>])")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     p.set_defaults(func=run)
     return p
@@ -35,12 +39,17 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("need --train-frames >= 2 and --val-frames >= 1", "fit-ood")
     if not 0.0 < args.tpr < 1.0:
         raise ConfigError(f"--tpr must be in (0, 1), got {args.tpr}", "fit-ood --tpr")
-    detector = load_detector(args.model, args.threads)
+    backend = args.backend
+    if backend == "auto":
+        from perception.engines.registry import default_backend
+
+        backend = default_backend(args.model)
+    detector = load_detector(args.model, args.threads, backend)
     min_score = DEFAULT_MIN_SCORE if args.min_score is None else args.min_score
     stats = fit_model_dir(args.model, args.train_frames, args.val_frames, min_score, args.tpr, detector=detector)
-    meta = save_stats(stats, args.out or stats_dir(args.model))
+    meta = save_stats(stats, args.out or stats_dir(args.model, backend))
     fitted = stats.meta.get("fitted_on", {})
-    print(f"OOD statistics for {args.model} -> {meta.parent}")
+    print(f"OOD statistics for {args.model} ({backend}) -> {meta.parent}")
     print(f"  train: {fitted.get('train')}; detections per class {fitted.get('train_detections')}")
     print(f"  val:   {fitted.get('val')}; {fitted.get('val_detections')} ID detections")
     print(f"  shrinkage: detection {stats.detection.shrinkage:.3f}, frame {stats.frame.shrinkage:.3f}")

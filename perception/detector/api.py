@@ -19,7 +19,7 @@ from perception.detector.postprocess import PostProcessConfig, attention_maps, d
 from perception.detector.result import DetectionResult
 from perception.engines.base import Engine
 from perception.engines.torch_engine import TorchEngine
-from perception.frame import Frame
+from perception.frame import Detection, Frame
 from perception.trust.calibration import Calibration
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,17 @@ def engine_inputs(inputs: FrameInputs) -> dict[str, np.ndarray]:
         "lidar2img": inputs.lidar2img[None].astype(np.float32),
         "camera_valid": np.array([1.0 if inputs.camera_valid else 0.0], np.float32),
     }
+
+
+def add_geometry(detections: list[Detection], points: np.ndarray) -> None:
+    """Set each detection's point-geometry descriptor (:mod:`perception.ood.geometry`) from the frame's points."""
+    if not detections:
+        return
+    from perception.ood.geometry import box_point_descriptors
+
+    boxes = np.stack([np.r_[d.box.center, d.box.size, d.box.yaw] for d in detections])
+    for d, g in zip(detections, box_point_descriptors(points, boxes)):
+        d.geometry = g
 
 
 class FusionDetector:
@@ -82,6 +93,7 @@ class FusionDetector:
         raw = self.engine.run(engine_inputs(inputs))
         t2 = time.perf_counter()
         dets = decode(raw, self.cfg, self.calibration, self.postprocess)
+        add_geometry(dets, frame.points)
         bev_map, img_map = attention_maps(dets, self.cfg)
         t3 = time.perf_counter()
         return DetectionResult(

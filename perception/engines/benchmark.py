@@ -105,10 +105,11 @@ def choose_default(passed: dict[str, dict[str, Any]]) -> str | None:
     """The default backend among those that passed parity: the fastest exact one (PyTorch's own outputs),
     unless an approximate one (INT8, FP16) is at least :data:`MIN_APPROX_GAIN` times faster.
 
-    Approximate engines keep detections (AP within 1 point) but move the features the OOD monitor scores:
-    on the bundled drive the INT8 engine's frame scores sat above the threshold fitted on the reference
-    features for 90 % of the frames. A few percent of speed, within run-to-run noise, is not worth that;
-    a real gain is, after refitting the OOD statistics on that engine.
+    Approximate engines keep detections (AP within 1 point) but move the features the OOD monitor scores (the
+    INT8 engine's frame embeddings of the bundled drive all sat over the threshold fitted on FP32 features), so
+    they need OOD statistics of their own (``perception fit-ood --backend``; the monitor refuses features from
+    an engine family it has no statistics for). A few percent of speed, within run-to-run noise, is not worth
+    that; a real gain is.
     """
     if not passed:
         return None

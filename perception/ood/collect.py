@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from perception.detector.api import FusionDetector, engine_inputs
+from perception.detector.api import FusionDetector, add_geometry, engine_inputs
 from perception.detector.data import load_sample
 from perception.detector.inputs import FrameInputs
 from perception.detector.postprocess import PostProcessConfig, decode
@@ -23,6 +23,7 @@ from perception.detector.voxelize import voxelize
 from perception.errors import DataError
 from perception.eval.iou import bev_distance
 from perception.frame import Box3D, Detection, Frame, boxes_to_array
+from perception.ood.geometry import GEOMETRY_DIM
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class FeatureSet:
     matched: np.ndarray  # (N,) str: label of the matched ground-truth box, "" when none
     embeddings: np.ndarray  # (F, E) frame embeddings
     frame_ids: list[str] = field(default_factory=list)
+    geometry: np.ndarray | None = None  # (N, K) point-geometry descriptors of the boxes (None: not computed)
 
     def __len__(self) -> int:
         return len(self.features)
@@ -54,14 +56,15 @@ class FeatureSet:
         """The same frames with only the detections where ``mask`` (N,) is true."""
         m = np.asarray(mask, dtype=bool)
         return FeatureSet(self.features[m], self.logits[m], self.scores[m], self.frame_index[m], self.matched[m],
-                          self.embeddings, list(self.frame_ids))
+                          self.embeddings, list(self.frame_ids), None if self.geometry is None else self.geometry[m])
 
     def save(self, path: Path) -> None:
         """Write as an .npz (atomic rename)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
         np.savez(tmp, features=self.features, logits=self.logits, scores=self.scores, frame_index=self.frame_index,
-                 matched=self.matched.astype(str), embeddings=self.embeddings, frame_ids=np.array(self.frame_ids))
+                 matched=self.matched.astype(str), embeddings=self.embeddings, frame_ids=np.array(self.frame_ids),
+                 **({} if self.geometry is None else {"geometry": self.geometry}))
         tmp.replace(path)
 
     @classmethod
@@ -70,7 +73,8 @@ class FeatureSet:
         try:
             with np.load(path, allow_pickle=False) as z:
                 return cls(z["features"], z["logits"], z["scores"], z["frame_index"], z["matched"].astype(object),
-                           z["embeddings"], [str(s) for s in z["frame_ids"]])
+                           z["embeddings"], [str(s) for s in z["frame_ids"]],
+                           z["geometry"] if "geometry" in z.files else None)
         except (OSError, KeyError, ValueError) as exc:
             raise DataError(f"unreadable feature set: {exc}", str(path)) from exc
 
@@ -106,6 +110,7 @@ class _Collector:
         self.matched: list[str] = []
         self.embeddings: list[np.ndarray] = []
         self.frame_ids: list[str] = []
+        self.geometry: list[np.ndarray | None] = []
 
     def add(self, frame_id: str, detections: list[Detection], embedding: np.ndarray | None, gt: list[Box3D]) -> None:
         if embedding is None:  # no LiDAR input at all: nothing to score
@@ -120,21 +125,28 @@ class _Collector:
             self.scores.append(float(d.score))
             self.frame_index.append(k)
             self.matched.append(label)
+            self.geometry.append(d.geometry)
         self.embeddings.append(np.asarray(embedding, np.float32).ravel())
         self.frame_ids.append(frame_id)
 
     def result(self, feature_dim: int, num_classes: int) -> FeatureSet:
         emb = np.stack(self.embeddings) if self.embeddings else np.zeros((0, 0), np.float32)
+        geometry = None
+        if all(g is not None for g in self.geometry):
+            geometry = (np.stack(self.geometry).astype(np.float32) if self.geometry
+                        else np.zeros((0, GEOMETRY_DIM), np.float32))
         return FeatureSet(
             features=np.stack(self.feats) if self.feats else np.zeros((0, feature_dim), np.float32),
             logits=np.stack(self.logits) if self.logits else np.zeros((0, num_classes), np.float32),
             scores=np.asarray(self.scores, np.float64), frame_index=np.asarray(self.frame_index, np.int64),
-            matched=np.asarray(self.matched, dtype=object), embeddings=emb, frame_ids=self.frame_ids)
+            matched=np.asarray(self.matched, dtype=object), embeddings=emb, frame_ids=self.frame_ids,
+            geometry=geometry)
 
 
-def load_detector(model_dir: str | Path, num_threads: int | None = None) -> FusionDetector:
+def load_detector(model_dir: str | Path, num_threads: int | None = None, backend: str = "torch") -> FusionDetector:
     """The model's detector as OOD work runs it: the same thresholds as at run time, attention not kept."""
-    return FusionDetector.load(model_dir, num_threads=num_threads, postprocess=PostProcessConfig(keep_attention=False))
+    return FusionDetector.load(model_dir, backend=backend, num_threads=num_threads,
+                               postprocess=PostProcessConfig(keep_attention=False))
 
 
 def collect_frames(detector: FusionDetector, frames: Iterable[Frame], total: int | None = None,
@@ -164,5 +176,6 @@ def collect_samples(detector: FusionDetector, paths: list[Path], desc: str = "oo
             continue
         raw = detector.engine.run(engine_inputs(inputs))
         dets = decode(raw, cfg, detector.calibration, detector.postprocess)
+        add_geometry(dets, s.points)
         acc.add(path.stem, dets, raw["frame_embedding"][0], gt)
     return acc.result(cfg.d_model, len(cfg.classes))

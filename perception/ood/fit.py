@@ -20,7 +20,8 @@ from perception.ood.collect import FeatureSet, collect_frames, collect_samples, 
 from perception.ood.gaussian import GaussianModel, fit_gaussian_model
 from perception.ood.metrics import threshold_at_tpr
 from perception.ood.monitor import OodMonitor, descriptor_dim
-from perception.ood.stats import OodStats, file_sha256
+from perception.ood.scores import energy_score
+from perception.ood.stats import GeometryModel, OodStats, engine_family, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ DEFAULT_MIN_SCORE = 0.1
 
 def score_feature_set(monitor: OodMonitor, fs: FeatureSet) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """``(detection scores (N,) per name, frame scores (F,) per name)`` of a collected :class:`FeatureSet`."""
-    det = monitor.detection_scores(fs.features, fs.logits, where="feature set")
+    det = monitor.detection_scores(fs.features, fs.logits, fs.geometry, where="feature set")
     frames: dict[str, list[float]] = {}
     for k in range(fs.num_frames):
         rows = fs.frame_index == k
@@ -68,7 +69,9 @@ def fit_stats(train: FeatureSet, val: FeatureSet, classes: tuple[str, ...], min_
                      descriptor=GaussianModel(np.zeros((1, p)), np.eye(p)), descriptor_fill=np.zeros(p),
                      frame_norm={}, thresholds={}, tpr=tpr, meta=meta or {})
     monitor = OodMonitor(stats)
-    train_det = monitor.detection_scores(train.features, train.logits, where="fit_stats.train")
+    if train.geometry is not None:
+        stats.geometry = fit_geometry_model(train, keep, labels, len(classes))
+    train_det = monitor.detection_scores(train.features, train.logits, train.geometry, where="fit_stats.train")
     has_dets = np.bincount(train.frame_index, minlength=train.num_frames) > 0
     if not has_dets.any():
         raise DataError("no training frame has a detection", "fit_stats.train")
@@ -76,7 +79,7 @@ def fit_stats(train: FeatureSet, val: FeatureSet, classes: tuple[str, ...], min_
     stats.descriptor = fit_gaussian_model(np.array(_descriptors(monitor, train, train_det)),
                                           where="fit_stats.train.descriptors")
     # Means over no detections are reported as the validation mean; thresholds at `tpr` of validation.
-    val_det = monitor.detection_scores(val.features, val.logits, where="fit_stats.val")
+    val_det = monitor.detection_scores(val.features, val.logits, val.geometry, where="fit_stats.val")
     for name, values in val_det.items():
         per_frame = [values[val.frame_index == k] for k in range(val.num_frames)]
         stats.frame_norm[f"mean_{name}"] = _mean_std(np.array([v.mean() for v in per_frame if len(v)]))
@@ -93,6 +96,20 @@ def fit_stats(train: FeatureSet, val: FeatureSet, classes: tuple[str, ...], min_
         "train_frames": train.num_frames, "train_detections": per_class, "val_frames": val.num_frames,
         "val_detections": int(val_keep.sum()), "min_score": min_score})
     return stats
+
+
+def fit_geometry_model(train: FeatureSet, keep: np.ndarray, labels: np.ndarray, num_classes: int) -> GeometryModel:
+    """One Gaussian per class of the point-geometry descriptors of the ``keep`` training detections (matched
+    class ``labels``), and the training mean / std of ``energy`` and ``geometry`` over them."""
+    geo = np.asarray(train.geometry, dtype=np.float64)[keep]
+    per_class = [fit_gaussian_model(geo[labels == c], where=f"fit_stats.train.geometry[class {c}]")
+                 for c in range(num_classes)]
+    model = GeometryModel(np.concatenate([g.means for g in per_class]), np.stack([g.precision for g in per_class]),
+                          {"energy": (0.0, 1.0), "geometry": (0.0, 1.0)})
+    logits = np.asarray(train.logits, dtype=np.float64)[keep]
+    energy = energy_score(logits)
+    dist = model.distances(geo, logits.argmax(axis=1), "fit_stats.train.geometry")
+    return GeometryModel(model.means, model.precisions, {"energy": _mean_std(energy), "geometry": _mean_std(dist)})
 
 
 def _mean_std(v: np.ndarray) -> tuple[float, float]:
@@ -140,6 +157,8 @@ def fit_model_dir(model_dir: str | Path, train_frames: int = 1000, val_frames: i
     cfg = DetectorConfig.from_yaml(model_dir / CONFIG_FILE)
     train, train_src = split_features(detector, cfg, "train", train_frames)
     val, val_src = split_features(detector, cfg, "val", val_frames)
+    backend = detector.model_id.rpartition("@")[2] or "torch"
     meta = {"model": cfg.model.name, "weights_sha256": file_sha256(model_dir / WEIGHTS_FILE),
+            "engine": engine_family(backend), "fitted_with_backend": backend,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "fitted_on": {"train": train_src, "val": val_src}}
     return fit_stats(train, val, tuple(cfg.model.classes), min_score=min_score, tpr=tpr, meta=meta)

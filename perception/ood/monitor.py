@@ -9,7 +9,14 @@ import numpy as np
 
 from perception.detector.result import DetectionResult
 from perception.errors import ConfigError, DataError
-from perception.ood.scores import DETECTION_SCORES, energy_score, mahalanobis_score, mahavar_score
+from perception.ood.scores import (
+    DETECTION_SCORES,
+    GEOMETRY_SCORES,
+    LOGIT_SCORES,
+    energy_score,
+    mahalanobis_score,
+    mahavar_score,
+)
 from perception.ood.stats import OodStats, load_stats, stats_dir
 
 #: Frame-level scores: the frame descriptor's distance, the frame embedding's, and per-detection means.
@@ -57,9 +64,10 @@ class OodMonitor:
         self.stats = stats
 
     @classmethod
-    def load(cls, model_dir: str | Path) -> OodMonitor:
-        """Load ``<model_dir>/ood`` and check it belongs to the model; raises ModelError."""
-        return cls(load_stats(stats_dir(model_dir), model_dir))
+    def load(cls, model_dir: str | Path, backend: str | None = None) -> OodMonitor:
+        """Load the statistics of ``backend``'s engine family (:func:`~perception.ood.stats.stats_dir`; default:
+        the FP32 reference) and check they belong to the model; raises ModelError."""
+        return cls(load_stats(stats_dir(model_dir, backend), model_dir))
 
     @property
     def feature_dim(self) -> int:
@@ -72,11 +80,15 @@ class OodMonitor:
         return self.stats.frame.dim
 
     def detection_scores(self, features: np.ndarray, logits: np.ndarray | None = None,
-                         where: str = "features") -> dict[str, np.ndarray]:
-        """Per-detection scores (N,) of features (N, D) (and logits (N, C) for ``energy``)."""
+                         geometry: np.ndarray | None = None, where: str = "features") -> dict[str, np.ndarray]:
+        """Per-detection scores (N,) of features (N, D); logits (N, C) add ``energy``, logits and point-geometry
+        descriptors (N, K) add ``geometry`` and ``energy_geometry`` (when the statistics hold a geometry model)."""
         feats = np.asarray(features, dtype=np.float64)
+        geo_model = self.stats.geometry
+        with_geometry = geometry is not None and logits is not None and geo_model is not None
         if feats.size == 0:
-            return {s: np.zeros(0) for s in DETECTION_SCORES if s != "energy" or logits is not None}
+            return {s: np.zeros(0) for s in DETECTION_SCORES
+                    if (s not in LOGIT_SCORES or logits is not None) and (s not in GEOMETRY_SCORES or with_geometry)}
         if not np.isfinite(feats).all():
             raise DataError("non-finite feature values", where)
         dist = self.stats.detection.distances(feats, where)
@@ -86,6 +98,14 @@ class OodMonitor:
             if lg.ndim != 2 or len(lg) != len(feats):
                 raise DataError(f"expected ({len(feats)}, C) logits, got shape {lg.shape}", "logits")
             out["energy"] = energy_score(lg)
+            if with_geometry:
+                geo = np.asarray(geometry, dtype=np.float64)
+                if geo.ndim != 2 or len(geo) != len(feats):
+                    raise DataError(f"expected ({len(feats)}, K) geometry descriptors, got shape {geo.shape}",
+                                    "geometry")
+                out["geometry"] = geo_model.distances(geo, lg.argmax(axis=1), "geometry")
+                (em, es), (gm, gs) = geo_model.norm["energy"], geo_model.norm["geometry"]
+                out["energy_geometry"] = (out["energy"] - em) / es + (out["geometry"] - gm) / gs
         return out
 
     def frame_descriptor(self, embedding: np.ndarray, features: np.ndarray,
@@ -119,9 +139,10 @@ class OodMonitor:
         return out
 
     def score(self, features: np.ndarray, embedding: np.ndarray | None, logits: np.ndarray | None = None,
-              where: str = "features") -> OodResult:
-        """All scores of one frame's detections (features (N, D), logits (N, C) optional) and embedding."""
-        det = self.detection_scores(features, logits, where)
+              where: str = "features", geometry: np.ndarray | None = None) -> OodResult:
+        """All scores of one frame's detections (features (N, D); logits (N, C) and geometry descriptors (N, K)
+        optional) and embedding."""
+        det = self.detection_scores(features, logits, geometry, where)
         return OodResult(det, self.frame_scores(embedding, features, det), self.stats.thresholds)
 
     def score_result(self, result: DetectionResult) -> OodResult:
@@ -131,7 +152,10 @@ class OodMonitor:
             raise DataError("every detection needs its query feature and logits", "DetectionResult.detections")
         feats = np.stack([d.feature for d in dets]) if dets else np.zeros((0, self.feature_dim))
         logits = np.stack([d.logits for d in dets]) if dets else np.zeros((0, len(self.stats.classes)))
-        return self.score(feats, result.frame_embedding, logits)
+        geometry = None
+        if all(d.geometry is not None for d in dets) and self.stats.geometry is not None:
+            geometry = np.stack([d.geometry for d in dets]) if dets else np.zeros((0, self.stats.geometry.dim))
+        return self.score(feats, result.frame_embedding, logits, geometry=geometry)
 
     def annotate(self, result: DetectionResult, score: str = "mahalanobis") -> OodResult:
         """Score a result and write detection ``score`` into each ``Detection.ood_score``."""

@@ -8,6 +8,10 @@ Per detection (query embedding ``f`` and class logits ``z``), with ``d_c`` the M
   class and far from the others (high variance across classes); a feature unlike every class is about
   equally far from all of them (low variance). Negated so that higher = more OOD.
 * ``energy`` = ``-logsumexp_c z_c`` — the energy score on the detector's raw (sigmoid-head) class logits.
+* ``geometry`` — Mahalanobis distance of the box's point-geometry descriptor (:mod:`perception.ood.geometry`) to
+  the training detections of the detection's class (``argmax_c z_c``; one Gaussian per class).
+* ``energy_geometry`` — ``energy`` and ``geometry`` each standardised on the training detections, summed: what
+  the network thinks plus what the points inside the box look like.
 
 Per frame: ``embedding`` (Mahalanobis distance of the frame embedding, pooled BEV + image features, to the
 training frames) and ``mean_<score>`` (mean of a detection score over the frame's detections); see
@@ -21,7 +25,11 @@ import numpy as np
 from perception.errors import DataError
 
 #: Per-detection scores, in report order.
-DETECTION_SCORES: tuple[str, ...] = ("mahalanobis", "mahavar", "energy")
+DETECTION_SCORES: tuple[str, ...] = ("mahalanobis", "mahavar", "energy", "geometry", "energy_geometry")
+#: Scores that need the class logits.
+LOGIT_SCORES: tuple[str, ...] = ("energy", "geometry", "energy_geometry")
+#: Scores that need the point-geometry descriptors.
+GEOMETRY_SCORES: tuple[str, ...] = ("geometry", "energy_geometry")
 #: Scores that need only the query feature (the others need logits too).
 FEATURE_SCORES: tuple[str, ...] = ("mahalanobis", "mahavar")
 

@@ -4,6 +4,12 @@
 mean and precision of the frame embeddings and of the frame descriptors); ``<model_dir>/ood/ood.json``
 holds thresholds, fill values and metadata, including the sha256 of the npz and of the detector weights they were
 fitted for. :func:`load_stats` checks all of it and raises :class:`ModelError` naming the file.
+
+Statistics are per *engine family*: features from the FP32 engines (PyTorch, ONNX Runtime FP32 on CPU or CUDA)
+agree to 1e-4 and share ``<model_dir>/ood``; an approximate engine (INT8, FP16, TensorRT) moves the features
+enough to move the frame scores (measured: the INT8 engine's frame embeddings of the bundled drive all sat over
+the FP32-fitted threshold while its per-detection scores did not), so it gets its own statistics in
+``<model_dir>/ood/<backend>/`` (``perception fit-ood --backend <backend>``).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from perception.errors import ConfigError, ModelError
+from perception.errors import ConfigError, DataError, ModelError
 from perception.ood.gaussian import GaussianModel
 
 OOD_DIR = "ood"
@@ -26,6 +33,31 @@ STATS_FILE = "ood_stats.npz"
 META_FILE = "ood.json"
 FORMAT_VERSION = 1
 _ARRAYS = ("det_means", "det_precision", "frame_mean", "frame_precision", "desc_mean", "desc_precision", "desc_fill")
+_GEOMETRY_ARRAYS = ("geo_means", "geo_precision")
+
+
+@dataclass(frozen=True)
+class GeometryModel:
+    """One Gaussian per class of the boxes' point-geometry descriptors, and the training mean / std of the
+    ``energy`` and ``geometry`` scores that ``energy_geometry`` standardises with."""
+
+    means: np.ndarray  # (C, K)
+    precisions: np.ndarray  # (C, K, K): each class its own covariance (shapes differ: a car is not a cyclist)
+    norm: dict[str, tuple[float, float]]  # {"energy": (mean, std), "geometry": (mean, std)}
+
+    @property
+    def dim(self) -> int:
+        """Descriptor length ``K``."""
+        return int(self.means.shape[1])
+
+    def distances(self, x: np.ndarray, classes: np.ndarray, where: str = "geometry") -> np.ndarray:
+        """Mahalanobis distance (N,) of descriptors ``x`` (N, K) to the Gaussian of their class (N,)."""
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.dim or not np.isfinite(x).all():
+            raise DataError(f"expected (N, {self.dim}) finite descriptors, got shape {x.shape}", where)
+        diff = x - self.means[classes]
+        d2 = np.einsum("nk,nkl,nl->n", diff, self.precisions[classes], diff)
+        return np.sqrt(np.clip(d2, 0.0, None))
 
 
 def file_sha256(path: Path) -> str:
@@ -46,6 +78,7 @@ class OodStats:
     thresholds: dict[str, dict[str, float]]  # {"detection": {score: t}, "frame": {score: t}}
     tpr: float = 0.95  # ID acceptance rate the thresholds were set for
     meta: dict[str, Any] = field(default_factory=dict)  # weights_sha256, model name, data, counts, ...
+    geometry: GeometryModel | None = None  # point-geometry Gaussians (absent: no geometry scores)
 
     def threshold(self, level: str, score: str) -> float:
         """Threshold of ``score`` at ``level`` ("detection" or "frame"); ConfigError when not fitted."""
@@ -57,9 +90,25 @@ class OodStats:
                               f"ood.json:thresholds.{level}") from None
 
 
-def stats_dir(model_dir: str | Path) -> Path:
-    """``<model_dir>/ood``."""
-    return Path(model_dir) / OOD_DIR
+#: Engine family of the FP32 backends, whose features agree with PyTorch's (they share ``<model_dir>/ood``).
+REFERENCE_ENGINE = "reference"
+REFERENCE_BACKENDS = ("torch", "onnxruntime", "onnxruntime-cuda")
+
+
+def engine_family(backend: str | None) -> str:
+    """:data:`REFERENCE_ENGINE` for the FP32 backends (and None / ""), else the backend's own name."""
+    if not backend or backend in REFERENCE_BACKENDS:
+        return REFERENCE_ENGINE
+    if backend == "auto" or not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", backend):
+        raise ConfigError(f"expected a resolved backend name, got {backend!r}", "backend")
+    return backend
+
+
+def stats_dir(model_dir: str | Path, backend: str | None = None) -> Path:
+    """``<model_dir>/ood`` for the FP32 backends, ``<model_dir>/ood/<backend>`` for an approximate one."""
+    family = engine_family(backend)
+    root = Path(model_dir) / OOD_DIR
+    return root if family == REFERENCE_ENGINE else root / family
 
 
 def save_stats(stats: OodStats, out_dir: str | Path) -> Path:
@@ -70,7 +119,9 @@ def save_stats(stats: OodStats, out_dir: str | Path) -> Path:
     tmp = out / (STATS_FILE + ".tmp.npz")
     np.savez(tmp, det_means=stats.detection.means, det_precision=stats.detection.precision,
              frame_mean=stats.frame.means, frame_precision=stats.frame.precision, desc_mean=stats.descriptor.means,
-             desc_precision=stats.descriptor.precision, desc_fill=stats.descriptor_fill[None])
+             desc_precision=stats.descriptor.precision, desc_fill=stats.descriptor_fill[None],
+             **({"geo_means": stats.geometry.means, "geo_precision": stats.geometry.precisions}
+                if stats.geometry is not None else {}))
     tmp.replace(npz)
     doc = {
         "format_version": FORMAT_VERSION,
@@ -84,6 +135,8 @@ def save_stats(stats: OodStats, out_dir: str | Path) -> Path:
         "thresholds": stats.thresholds,
         "frame_norm": {k: list(v) for k, v in stats.frame_norm.items()},
         "stats_sha256": file_sha256(npz),
+        **({"geometry_dim": stats.geometry.dim, "geometry_norm": {k: list(v) for k, v in stats.geometry.norm.items()}}
+           if stats.geometry is not None else {}),
         **stats.meta,
     }
     meta = out / META_FILE
@@ -144,14 +197,20 @@ def load_stats(ood_dir: str | Path, model_dir: str | Path | None = None) -> OodS
             raise ModelError(f"missing or not a {kind.__name__}", f"{where}:{key}")
     if file_sha256(npz_path) != doc["stats_sha256"]:
         raise ModelError("file does not match stats_sha256 in ood.json (corrupt or replaced)", str(npz_path))
+    geo_dim = doc.get("geometry_dim")
+    if geo_dim is not None and (not isinstance(geo_dim, int) or isinstance(geo_dim, bool) or geo_dim < 1):
+        raise ModelError(f"expected a positive integer, got {geo_dim!r}", f"{where}:geometry_dim")
+    names = _ARRAYS + (_GEOMETRY_ARRAYS if geo_dim else ())
     try:
         with np.load(npz_path, allow_pickle=False) as z:
-            arrays = {k: np.asarray(z[k], dtype=np.float64) for k in _ARRAYS}
+            arrays = {k: np.asarray(z[k], dtype=np.float64) for k in names}
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
         raise ModelError(f"unreadable statistics: {exc}", str(npz_path)) from exc
     c, d, e, p = len(doc["classes"]), doc["feature_dim"], doc["embedding_dim"], doc["descriptor_dim"]
     shapes = {"det_means": (c, d), "det_precision": (d, d), "frame_mean": (1, e), "frame_precision": (e, e),
               "desc_mean": (1, p), "desc_precision": (p, p), "desc_fill": (1, p)}
+    if geo_dim:
+        shapes.update(geo_means=(c, geo_dim), geo_precision=(c, geo_dim, geo_dim))
     for k, shape in shapes.items():
         if arrays[k].shape != shape or not np.isfinite(arrays[k]).all():
             raise ModelError(f"{k} has shape {arrays[k].shape} (expected {shape}) or non-finite values",
@@ -167,11 +226,21 @@ def load_stats(ood_dir: str | Path, model_dir: str | Path | None = None) -> OodS
         if not (isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v) and v[1] > 0):
             raise ModelError(f"expected [mean, std > 0], got {v!r}", f"{where}:frame_norm.{k}")
         frame_norm[k] = (float(v[0]), float(v[1]))
+    geometry = None
+    if geo_dim:
+        norm = doc.get("geometry_norm")
+        if not (isinstance(norm, dict) and all(
+                isinstance(norm.get(k), list) and len(norm[k]) == 2
+                and all(isinstance(x, (int, float)) and math.isfinite(x) for x in norm[k]) and norm[k][1] > 0
+                for k in ("energy", "geometry"))):
+            raise ModelError(f"expected energy and geometry [mean, std > 0], got {norm!r}", f"{where}:geometry_norm")
+        geometry = GeometryModel(arrays["geo_means"], arrays["geo_precision"],
+                                 {k: (float(norm[k][0]), float(norm[k][1])) for k in ("energy", "geometry")})
     if model_dir is not None:
         _check_model(doc, Path(model_dir), where)
     shrink = doc["shrinkage"]
     known = {"format_version", "classes", "feature_dim", "embedding_dim", "descriptor_dim", "shrinkage", "tpr",
-             "thresholds", "frame_norm", "stats_sha256"}
+             "thresholds", "frame_norm", "stats_sha256", "geometry_dim", "geometry_norm"}
     return OodStats(
         classes=tuple(doc["classes"]),
         detection=GaussianModel(arrays["det_means"], arrays["det_precision"], float(shrink.get("detection", 0.0))),
@@ -179,5 +248,5 @@ def load_stats(ood_dir: str | Path, model_dir: str | Path | None = None) -> OodS
         descriptor=GaussianModel(arrays["desc_mean"], arrays["desc_precision"], float(shrink.get("descriptor", 0.0))),
         descriptor_fill=arrays["desc_fill"][0],
         frame_norm=frame_norm, thresholds=thresholds, tpr=_finite_number(doc, "tpr", where),
-        meta={k: v for k, v in doc.items() if k not in known},
+        meta={k: v for k, v in doc.items() if k not in known}, geometry=geometry,
     )
