@@ -39,7 +39,7 @@ def export_crowd_onnx(net: CrowdNet, path: str | Path, height: int = 384, width:
     if program is None:
         raise EngineError("ONNX export returned no program", str(path))
     model = program.model_proto
-    model.doc_string = f"CrowdNet (attention={type(net.front[1]).__name__}) exported by perception"
+    model.doc_string = f"CrowdNet (attention={type(net.back[-1]).__name__}) exported by perception"
     return save_checked_onnx(model, path)
 
 
