@@ -19,15 +19,21 @@ log = logging.getLogger(__name__)
 
 
 def _short_config(cfg: CrowdConfig, attention: str, with_sim: bool, steps: int, batch_size: int,
-                  crop: int) -> CrowdConfig:
+                  crop: int, sim_steps: int | None = None) -> CrowdConfig:
+    """``cfg``'s recipe shortened: ``steps`` real-image steps (and ``sim_steps`` simulated ones, default the
+    config's), no best-validation selection (the final weights, or their average, are evaluated: selecting on 7
+    validation images would add noise of its own to the comparison)."""
     c = copy.deepcopy(cfg)
     c.model.attention = attention
+    if sim_steps is not None:
+        c.sim.steps = sim_steps
     if not with_sim:
         c.sim.steps = 0
         c.train.sim_fraction = 0.0
     c.train.steps = steps
     c.train.batch_size = batch_size
     c.train.crop = crop
+    c.train.select_best = False
     c.train.eval_every = max(1, (c.sim.steps + steps) // 4)
     c.train.checkpoint_every = max(1, (c.sim.steps + steps) // 4)
     c.train.warmup_steps = min(c.train.warmup_steps, max(1, steps // 10))
@@ -36,7 +42,7 @@ def _short_config(cfg: CrowdConfig, attention: str, with_sim: bool, steps: int, 
 
 def run_ablation(cfg: CrowdConfig, out_root: str | Path, steps: int, batch_size: int, crop: int,
                  variants: tuple[str, ...] = ATTENTION_VARIANTS, without_sim: tuple[str, ...] = ("combined",),
-                 progress: bool = True) -> list[dict]:
+                 progress: bool = True, sim_steps: int | None = None) -> list[dict]:
     """Train every attention variant with ``cfg``'s recipe (simulated scenes as configured) shortened to ``steps``
     real-stage steps, and the ``without_sim`` variants once more on the real images only; evaluate each on the
     validation and held-out test splits. Rows are also written to ``<out_root>/ablation.json``; a finished run
@@ -45,7 +51,7 @@ def run_ablation(cfg: CrowdConfig, out_root: str | Path, steps: int, batch_size:
     rows = []
     runs = [(v, True) for v in variants] + [(v, False) for v in without_sim]
     for variant, with_sim in runs:
-        c = _short_config(cfg, variant, with_sim, steps, batch_size, crop)
+        c = _short_config(cfg, variant, with_sim, steps, batch_size, crop, sim_steps)
         run_dir = out_root / (variant if with_sim else f"{variant}_real_only")
         summary = train_crowd(c, run_dir, resume=True, progress=progress)
         net, _, interval = load_crowd_model(run_dir)
@@ -86,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", type=Path, default=Path("models/crowd_default.yaml"))
     p.add_argument("--out", type=Path, default=Path("out/crowd_ablation"))
     p.add_argument("--steps", type=int, default=600, help="real-stage steps per variant")
+    p.add_argument("--sim-steps", type=int, default=None, help="simulated pre-training steps (default: config's)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--crop", type=int, default=160)
     p.add_argument("--variants", nargs="+", default=list(ATTENTION_VARIANTS), choices=ATTENTION_VARIANTS)
@@ -97,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = CrowdConfig.from_yaml(args.config)
     torch.set_num_threads(cfg.train.threads)
     rows = run_ablation(cfg, args.out, args.steps, args.batch_size, args.crop, tuple(args.variants),
-                        tuple(args.without_sim), progress=not args.quiet)
+                        tuple(args.without_sim), progress=not args.quiet, sim_steps=args.sim_steps)
     print(ablation_markdown(rows))
     return 0
 

@@ -117,6 +117,7 @@ class CrowdTrainConfig:
     scale_max: float = 1.3
     jitter: float = 0.2
     count_loss_weight: float = 0.05
+    cell_loss_weight: float = 64.0  # x mean squared error of the stride-8 density cells (crop/8)^2 = the per-crop sum
     eval_every: int = 100
     checkpoint_every: int = 100
     threads: int = 1
@@ -141,6 +142,8 @@ class CrowdTrainConfig:
             raise ConfigError("lr must be > 0", f"{where}:train.lr")
         if self.warmup_steps < 0:
             raise ConfigError("warmup_steps must be >= 0", f"{where}:train.warmup_steps")
+        if self.cell_loss_weight <= 0 or self.count_loss_weight < 0:
+            raise ConfigError("need cell_loss_weight > 0 and count_loss_weight >= 0", f"{where}:train.cell_loss_weight")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError("ema_decay must be in [0, 1)", f"{where}:train.ema_decay")
         if self.select_window < 1 or self.select_after < 0:

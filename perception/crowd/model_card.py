@@ -125,7 +125,7 @@ def write_model_card(model_dir: str | Path, test_report: dict, val_report: dict 
         + _steps_text(cfg, train) + f" of batch {t.batch_size}, seed {t.seed}, {t.threads} torch thread(s) on a "
         f"shared 2-core CPU: **{train['seconds'] / 60:.1f} min** wall clock"
         + (f" ({train['cpu_seconds'] / 60:.1f} min CPU)" if "cpu_seconds" in train else "")
-        + f". Loss: 64 x cell MSE + {t.count_loss_weight} x |crop count error| "
+        + f". Loss: {t.cell_loss_weight:g} x cell MSE + {t.count_loss_weight} x |crop count error| "
         "on the rectified density (ReLU in training as at inference, leaky gradient below zero). "
         + _selection_text(train, t) + "", "",
         "## Results on the held-out test scenes", "",
@@ -153,9 +153,11 @@ def write_model_card(model_dir: str | Path, test_report: dict, val_report: dict 
     ]
     if ablation:
         out += ["## Ablation: attention variants, and simulated scenes or not", "",
-                f"Same data, seed and short recipe ({ablation[0]['steps']} steps of batch/crop smaller than the "
-                "shipped run, `python -m perception.crowd.ablation`); val = the 7 validation images, test = the 10 "
-                "held-out ones. With so few images, differences of a few counts are within noise.", "",
+                f"The shipped recipe shortened ({ablation[0]['sim_steps']} simulated + {ablation[0]['steps']} real "
+                "image steps, `python -m perception.crowd.ablation`; the final weight average is evaluated, no "
+                "best-validation selection), same data and seed for every row; val = the 7 validation images, "
+                "test = the 10 held-out ones. With so few images, differences of a few counts are within noise.",
+                "",
                 ablation_markdown(ablation), ""]
     if speed:
         speeds = speed if isinstance(speed, list) else [speed]

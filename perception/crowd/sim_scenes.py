@@ -45,7 +45,7 @@ class SimCrowdOptions:
     cam_height: tuple[float, float] = (2.5, 14.0)  # metres above the ground
     pitch_deg: tuple[float, float] = (12.0, 55.0)  # downward tilt of the optical axis
     hfov_deg: tuple[float, float] = (50.0, 85.0)
-    max_range: float = 30.0  # people and clutter stand at most this far from the camera (ground distance)
+    max_range: float = 25.0  # people and clutter stand at most this far from the camera (ground distance)
 
     def validate(self, where: str = "sim") -> None:
         """Raise ConfigError on inconsistent ranges."""

@@ -171,8 +171,9 @@ def train_crowd(cfg: CrowdConfig, out_dir: str | Path, resume: bool = True, prog
         x = torch.from_numpy(np.stack([p[0] for p in pairs]))
         y = torch.from_numpy(np.stack([p[1] for p in pairs]))[:, None]
         pred = net(x)
-        # cell MSE (x64 so its scale matches one pixel's) + a small per-crop count L1 term
-        loss = 64.0 * torch.mean((pred - y) ** 2) + tc.count_loss_weight * torch.mean(
+        # weighted cell MSE (``cell_loss_weight`` = (crop / 8)^2 makes it the per-crop sum of squared cell errors;
+        # the old 64 made it ~0.15 at most, so the count term alone drove training) + a per-crop count L1 term
+        loss = tc.cell_loss_weight * torch.mean((pred - y) ** 2) + tc.count_loss_weight * torch.mean(
             torch.abs(pred.sum(dim=(1, 2, 3)) - y.sum(dim=(1, 2, 3))))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -221,8 +222,9 @@ def train_crowd(cfg: CrowdConfig, out_dir: str | Path, resume: bool = True, prog
     # Validation chose these weights, so its residuals alone are optimistic (7 images that a near-constant
     # prediction happens to fit: 20 % test coverage at a nominal 90 %); the training images' residuals are
     # no better on their own for a model that fits them. The wider of the two dispersions is the honest one.
+    train_preds, train_truths = evaluate_counts(shipped, split["train"])
     interval = wider(fit_interval(preds, truths, tc.interval_level),
-                     fit_interval(*evaluate_counts(shipped, split["train"]), tc.interval_level))
+                     fit_interval(train_preds, train_truths, tc.interval_level))
     save_crowd_model(shipped, cfg, out_dir, interval)
     final_val_mae = _mae(preds, truths)
     shipped_kind = ("best_val" if tc.select_best and best["state"] is not None else "final") + (
@@ -231,7 +233,9 @@ def train_crowd(cfg: CrowdConfig, out_dir: str | Path, resume: bool = True, prog
     summary = {"steps": step, "sim_steps": sim_steps, "real_steps": tc.steps, "seconds": seconds,
                "cpu_seconds": cpu_seconds, "val_mae_after_sim": after_sim[-1] if after_sim else None,
                "best_step": best["step"], "best_val_mae": best["mae"],
-               "final_val_mae": final_val_mae, "shipped": shipped_kind, "ema_decay": tc.ema_decay,
+               "final_val_mae": final_val_mae, "train_image_mae": _mae(train_preds, train_truths),
+               "train_image_corr": float(np.corrcoef(train_preds, train_truths)[0, 1]),
+               "shipped": shipped_kind, "ema_decay": tc.ema_decay,
                "select_window": tc.select_window, "interval_phi": interval.phi, "history": history,
                "split": {k: [s.name for s in v] for k, v in split.items()}}
     (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
