@@ -21,8 +21,9 @@ log = logging.getLogger(__name__)
 def _short_config(cfg: CrowdConfig, attention: str, with_sim: bool, steps: int, batch_size: int,
                   crop: int, sim_steps: int | None = None) -> CrowdConfig:
     """``cfg``'s recipe shortened: ``steps`` real-image steps (and ``sim_steps`` simulated ones, default the
-    config's), no best-validation selection (the final weights, or their average, are evaluated: selecting on 7
-    validation images would add noise of its own to the comparison)."""
+    config's), the cell loss rescaled to the crop (the same per-crop sum), no best-validation selection (the
+    final weights, or their average, are evaluated: selecting on 7 validation images would add noise of its own
+    to the comparison)."""
     c = copy.deepcopy(cfg)
     c.model.attention = attention
     if sim_steps is not None:
@@ -33,6 +34,7 @@ def _short_config(cfg: CrowdConfig, attention: str, with_sim: bool, steps: int, 
     c.train.steps = steps
     c.train.batch_size = batch_size
     c.train.crop = crop
+    c.train.cell_loss_weight = cfg.train.cell_loss_weight * (crop / cfg.train.crop) ** 2  # same per-crop sum
     c.train.select_best = False
     c.train.eval_every = max(1, (c.sim.steps + steps) // 4)
     c.train.checkpoint_every = max(1, (c.sim.steps + steps) // 4)
