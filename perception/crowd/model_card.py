@@ -127,7 +127,12 @@ def write_model_card(model_dir: str | Path, test_report: dict, val_report: dict 
         + (f" ({train['cpu_seconds'] / 60:.1f} min CPU)" if "cpu_seconds" in train else "")
         + f". Loss: {t.cell_loss_weight:g} x cell MSE + {t.count_loss_weight} x |crop count error| "
         "on the rectified density (ReLU in training as at inference, leaky gradient below zero). "
-        + _selection_text(train, t) + "", "",
+        + _selection_text(train, t)
+        + (f" Whole-image MAE of the shipped weights on their own {len(split['train'])} training images: "
+           f"{train['train_image_mae']:.2f} (correlation with the true counts {train['train_image_corr']:.2f})."
+           if "train_image_mae" in train else "")
+        + (f" Val MAE right after the simulated stage: {train['val_mae_after_sim']:.2f}."
+           if train.get("val_mae_after_sim") is not None else ""), "",
         "## Results on the held-out test scenes", "",
         "`perception eval-crowd --model models/crowd_default --data ../shared/data/crowd_sample` "
         "(evaluates only the test split of the training source):", "",
