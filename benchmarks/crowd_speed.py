@@ -2,8 +2,10 @@
 
 Times the network call on one 1x3x384x512 image (batch 1, the node's case) after warm-up, for the shipped
 model directory (default ``models/crowd_default``; its ``model.onnx`` is exported when missing). Prints images/s
-and p50/p90 latency per backend; ``--json`` writes them. Set ``--threads`` to what the deployment will use.
-Note that other processes running at the same time (e.g. training) lower the numbers.
+and p50/p90 latency per backend; ``--json`` writes them. Set ``--threads`` to what the deployment will use
+(default 1). Other processes running at the same time (e.g. training) lower the wall-clock numbers, so the
+process CPU time per image is reported too: with one thread, ``1 / cpu_s_per_image`` is the rate this CPU
+reaches when the core is not shared.
 """
 
 from __future__ import annotations
@@ -24,20 +26,23 @@ def _time(fn, x: np.ndarray, warmup: int, iters: int) -> dict[str, float]:
     for _ in range(warmup):
         fn(x)
     lat = []
+    cpu0 = time.process_time()
     for _ in range(iters):
         t0 = time.perf_counter()
         fn(x)
         lat.append(time.perf_counter() - t0)
+    cpu = (time.process_time() - cpu0) / iters
     arr = np.asarray(lat)
     return {"images_per_s": float(1.0 / arr.mean()), "p50_ms": float(np.percentile(arr, 50) * 1e3),
-            "p90_ms": float(np.percentile(arr, 90) * 1e3)}
+            "p90_ms": float(np.percentile(arr, 90) * 1e3), "cpu_ms_per_image": float(cpu * 1e3),
+            "images_per_cpu_s": float(1.0 / cpu)}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print one line per backend."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path, default=Path("models/crowd_default"))
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--iters", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--json", type=Path, default=None)
@@ -68,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     for backend in ("pytorch", "onnxruntime"):
         r = results[backend]
         print(f"{backend:<12} {r['images_per_s']:7.1f} images/s  p50 {r['p50_ms']:6.1f} ms  p90 {r['p90_ms']:6.1f} ms"
-              f"  (512x384, {args.threads} threads)")
+              f"  | CPU {r['cpu_ms_per_image']:6.1f} ms/image = {r['images_per_cpu_s']:5.1f} images per CPU-s"
+              f"  (512x384, {args.threads} thread(s), load before {results['load_avg_1min_before']:.1f})")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0

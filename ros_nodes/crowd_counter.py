@@ -1,8 +1,25 @@
 """crowd_counter node: counts people in camera images with the density-map model (perception/crowd).
 
-The newest image is kept; a timer at ``rate_hz`` counts it (older, unprocessed images are dropped and
-counted). Publishes ``CrowdCount`` (count + interval), a density-overlay ``Image`` and ``/diagnostics``.
-A malformed image is logged, reported on ``/diagnostics`` (``crowd_counter: input``) and skipped.
+Purpose: people count with an uncertainty interval for a stop, platform or cabin camera.
+
+Inner workings: the newest image is kept; a timer at ``rate_hz`` converts it (``ros_nodes.convert``), runs
+:class:`perception.crowd.api.CrowdCounter` (resize to the model's ``max_side``, density map at stride 8, count =
+its sum, conformal interval from the model folder) and publishes; older, unprocessed images are dropped and
+counted. A malformed image is logged, reported on ``/diagnostics`` (``<node>: input``, naming topic and field) and
+skipped; the node carries on.
+
+| input | type | |
+|---|---|---|
+| ``~/input/image`` | sensor_msgs/Image | rgb8, bgr8 or mono8 |
+
+| output | type | |
+|---|---|---|
+| ``~/output/count`` | trustworthy_perception_msgs/CrowdCount | count, lower, upper, confidence; image header |
+| ``~/output/overlay`` | sensor_msgs/Image | rgb8 image as the model saw it + density heat map |
+| ``/diagnostics`` | diagnostic_msgs/DiagnosticArray | ``<node>: pipeline`` and ``<node>: input`` statuses |
+
+Parameters (``config/crowd_counter.param.yaml``): ``model_dir``, ``rate_hz``, ``num_threads``, ``publish_overlay``,
+``diagnostics_period_s``.
 """
 
 from __future__ import annotations

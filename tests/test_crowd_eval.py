@@ -101,3 +101,33 @@ def test_shipped_onnx_matches_pytorch() -> None:
     diff = parity(net, onnx_path, sizes=((384, 512), (200, 328)))
     assert diff["max_abs_density"] < 1e-4
     assert diff["max_abs_count"] < 1e-2
+
+
+def test_shipped_onnx_is_in_the_manifest() -> None:
+    from perception.detector.checkpoint import sha256
+
+    doc = json.loads((MODEL / "manifest.json").read_text())
+    assert doc["model.onnx"]["sha256"] == sha256(MODEL / "model.onnx")
+
+
+def test_export_records_the_onnx_and_retraining_removes_it(tmp_path: Path) -> None:
+    import torch
+
+    from perception.crowd.checkpoint import save_crowd_model
+    from perception.crowd.config import CrowdModelConfig
+    from perception.crowd.export import export_model_dir
+    from perception.crowd.interval import CountInterval
+    from perception.crowd.model import CrowdNet
+
+    threads = torch.get_num_threads()
+    cfg = CrowdConfig(model=CrowdModelConfig(front_channels=[4, 8, 8], back_channels=[8], max_side=128))
+    try:
+        save_crowd_model(CrowdNet(cfg.model), cfg, tmp_path, CountInterval())
+        path, diff = export_model_dir(tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+    assert diff["max_abs_count"] < 1e-2
+    assert "model.onnx" in json.loads((tmp_path / "manifest.json").read_text())
+    load_crowd_model(tmp_path)  # the manifest still verifies
+    save_crowd_model(CrowdNet(cfg.model), cfg, tmp_path, CountInterval())  # new weights: the ONNX is stale
+    assert not path.exists() and "model.onnx" not in json.loads((tmp_path / "manifest.json").read_text())

@@ -1,4 +1,5 @@
-"""Crowd training is seeded and resumes from its checkpoint to the same weights as an uninterrupted run."""
+"""Crowd training (optionally simulated pre-training, then real images mixed with simulated ones) is seeded and
+resumes from its checkpoint to the same weights as an uninterrupted run."""
 
 from __future__ import annotations
 
@@ -10,26 +11,37 @@ from safetensors.torch import load_file
 
 import perception.crowd.train as train_mod
 from perception.crowd.config import CrowdConfig
+from perception.errors import ModelError
 
 CROWD = Path(__file__).resolve().parents[2] / "shared" / "data" / "crowd_sample"
 pytestmark = pytest.mark.skipif(not CROWD.is_dir(), reason=f"shared crowd data not found at {CROWD}")
 
 
-def _cfg() -> CrowdConfig:
+def _cfg(cache: Path | None = None) -> CrowdConfig:
     return CrowdConfig.from_dict({
         "model": {"front_channels": [4, 8, 8], "back_channels": [8], "attention": "combined", "max_side": 128},
         "data": {"root": str(CROWD)},
+        "sim": {"cache_dir": str(cache) if cache else ""},
         "train": {"steps": 4, "batch_size": 2, "crop": 64, "eval_every": 100, "checkpoint_every": 2, "seed": 3},
     })
 
 
-def _ema_cfg() -> CrowdConfig:
-    cfg = _cfg()
+def _ema_cfg(cache: Path | None = None) -> CrowdConfig:
+    cfg = _cfg(cache)
     cfg.train.ema_decay = 0.9
     cfg.train.warmup_steps = 1
     cfg.train.eval_every = 1
     cfg.train.select_best = True
     cfg.train.select_window = 2
+    return cfg
+
+
+def _sim_cfg(cache: Path | None = None) -> CrowdConfig:
+    """2 pre-training steps on 2 simulated scenes, then 4 real-image steps with half of each batch simulated, an
+    average of the weights and BatchNorm statistics recalibrated on the real training images."""
+    cfg = _cfg(cache)
+    cfg.sim.steps, cfg.sim.scenes, cfg.sim.people_max = 2, 2, 10
+    cfg.train.sim_fraction, cfg.train.recalibrate_bn, cfg.train.ema_decay = 0.5, True, 0.5
     return cfg
 
 
@@ -53,29 +65,57 @@ def test_ema_update_averages_parameters_and_buffers() -> None:
     assert torch.allclose(a.state_dict()[key], expected)
 
 
-@pytest.mark.parametrize("make_cfg", [_cfg, _ema_cfg], ids=["plain", "ema_select_best"])
-def test_interrupted_training_resumes_to_the_same_weights(tmp_path: Path, monkeypatch, make_cfg) -> None:
+@pytest.mark.parametrize("make_cfg,crash_at", [(_cfg, 2), (_ema_cfg, 2), (_sim_cfg, 4)],
+                         ids=["plain", "ema_select_best", "sim_pretrain_mix_ema"])
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path: Path, monkeypatch, make_cfg, crash_at) -> None:
     threads = torch.get_num_threads()
+    cache = tmp_path / "sim"
     try:
-        train_mod.train_crowd(make_cfg(), tmp_path / "a", progress=False)
+        first = train_mod.train_crowd(make_cfg(cache), tmp_path / "a", progress=False)
         reference = load_file(str(tmp_path / "a" / "weights.safetensors"))
 
         real_save = train_mod.save_training_state
 
         def save_then_crash(path, net, opt, step, extra):
             real_save(path, net, opt, step, extra)
-            raise KeyboardInterrupt  # the machine dies right after the step-2 checkpoint
+            if step == crash_at:  # the machine dies right after this checkpoint
+                raise KeyboardInterrupt
 
         monkeypatch.setattr(train_mod, "save_training_state", save_then_crash)
         with pytest.raises(KeyboardInterrupt):
-            train_mod.train_crowd(make_cfg(), tmp_path / "b", progress=False)
+            train_mod.train_crowd(make_cfg(cache), tmp_path / "b", progress=False)
         assert not (tmp_path / "b" / "weights.safetensors").exists()
         monkeypatch.setattr(train_mod, "save_training_state", real_save)
-        summary = train_mod.train_crowd(make_cfg(), tmp_path / "b", progress=False)
+        summary = train_mod.train_crowd(make_cfg(cache), tmp_path / "b", progress=False)
     finally:
         torch.set_num_threads(threads)
-    assert summary["steps"] == 4
+    assert summary["steps"] == first["steps"] == 4 + make_cfg().sim.steps
+    assert summary["history"] == first["history"]
     resumed = load_file(str(tmp_path / "b" / "weights.safetensors"))
     assert resumed.keys() == reference.keys()
     for key in reference:
         assert torch.allclose(resumed[key], reference[key], atol=1e-6), key
+
+
+def test_simulated_stage_is_evaluated_apart_from_the_real_one(tmp_path: Path) -> None:
+    threads = torch.get_num_threads()
+    try:
+        summary = train_mod.train_crowd(_sim_cfg(tmp_path / "sim"), tmp_path / "m", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert [h["stage"] for h in summary["history"]] == ["sim", "real"]  # evaluated at the end of each stage
+    assert summary["sim_steps"] == 2 and summary["val_mae_after_sim"] == summary["history"][0]["val_mae"]
+    assert summary["cpu_seconds"] > 0
+
+
+def test_a_checkpoint_of_another_config_is_refused(tmp_path: Path) -> None:
+    threads = torch.get_num_threads()
+    cfg = _cfg()
+    cfg.train.steps = 2
+    try:
+        train_mod.train_crowd(cfg, tmp_path / "m", progress=False)
+        cfg.model.back_channels = [12]
+        with pytest.raises(ModelError, match="checkpoint.pt"):
+            train_mod.train_crowd(cfg, tmp_path / "m", progress=False)
+    finally:
+        torch.set_num_threads(threads)

@@ -18,6 +18,7 @@ from perception.errors import ConfigError, ModelError
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "weights.safetensors"
 INTERVAL_FILE = "interval.json"
+ONNX_FILE = "model.onnx"  # written by perception.crowd.export, which adds it to the manifest
 _HASHED = (CONFIG_FILE, WEIGHTS_FILE, INTERVAL_FILE)
 
 
@@ -29,6 +30,9 @@ def save_crowd_model(net: CrowdNet, cfg: CrowdConfig, model_dir: str | Path, int
     state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
     save_file(state, str(model_dir / WEIGHTS_FILE), metadata={"model": cfg.model.name})
     interval.save(model_dir / INTERVAL_FILE)
+    stale = model_dir / ONNX_FILE  # exported from the weights this call replaces
+    if stale.is_file():
+        stale.unlink()
     doc = {n: {"sha256": sha256(model_dir / n), "bytes": (model_dir / n).stat().st_size} for n in _HASHED}
     (model_dir / MANIFEST_FILE).write_text(json.dumps(doc, indent=2) + "\n")
 

@@ -1,4 +1,4 @@
-"""Crowd-counter config: ``model`` / ``data`` / ``train`` dataclasses loaded from YAML with validation."""
+"""Crowd-counter config: ``model`` / ``data`` / ``sim`` / ``train`` dataclasses loaded from YAML with validation."""
 
 from __future__ import annotations
 
@@ -22,9 +22,12 @@ class CrowdModelConfig:
 
     name: str = "crowd_csrnet_tiny"
     front_channels: list[int] = field(default_factory=lambda: [16, 32, 48])
+    front_depth: list[int] = field(default_factory=lambda: [1, 1, 1])  # 3x3 convolutions per front-end stage
     back_channels: list[int] = field(default_factory=lambda: [48, 48, 32])
     dilation: int = 2
     attention: str = "combined"
+    stem_attention: bool = True  # attention also after the stride-2 stem (costly at that resolution)
+    norm: str = "batch"  # batch | instance (per-image statistics, identical in training and inference)
     simam_lambda: float = 1e-4
     max_side: int = 512  # images are resized so that their longer side is at most this (points scaled alike)
 
@@ -36,8 +39,12 @@ class CrowdModelConfig:
         if len(self.front_channels) != 3 or any(c < 1 for c in self.front_channels):
             raise ConfigError("need 3 positive front-end widths (one per stride-2 stage)",
                               f"{where}:model.front_channels")
+        if len(self.front_depth) != 3 or any(d < 1 for d in self.front_depth):
+            raise ConfigError("need 3 front-end depths >= 1", f"{where}:model.front_depth")
         if not self.back_channels or any(c < 1 for c in self.back_channels):
             raise ConfigError("need at least one positive back-end width", f"{where}:model.back_channels")
+        if self.norm not in ("batch", "instance"):
+            raise ConfigError(f"unknown norm {self.norm!r}; batch or instance", f"{where}:model.norm")
         if self.dilation < 1:
             raise ConfigError("dilation must be >= 1", f"{where}:model.dilation")
         if self.max_side < 64 or self.max_side % 8:
@@ -72,28 +79,54 @@ class CrowdDataConfig:
 
 
 @dataclass
+class CrowdSimConfig:
+    """Pre-training on simulated crowd scenes (:mod:`perception.crowd.sim_scenes`) before the real images."""
+
+    steps: int = 0  # pre-training steps; 0 trains on the real images only
+    scenes: int = 240
+    seed: int = 1
+    lr: float = 2e-3
+    people_max: int = 120
+    cache_dir: str = "data/crowd_sim_cache"  # rendered scenes are kept here ("" = render every time)
+
+    def validate(self, where: str) -> None:
+        """Raise ConfigError on out-of-range values."""
+        if self.steps < 0:
+            raise ConfigError("steps must be >= 0", f"{where}:sim.steps")
+        if self.steps and self.scenes < 1:
+            raise ConfigError("need at least one scene to pre-train on", f"{where}:sim.scenes")
+        if self.lr <= 0:
+            raise ConfigError("lr must be > 0", f"{where}:sim.lr")
+        if self.people_max < 1:
+            raise ConfigError("people_max must be >= 1", f"{where}:sim.people_max")
+
+
+@dataclass
 class CrowdTrainConfig:
     """Optimisation schedule; everything seeded."""
 
     seed: int = 0
-    steps: int = 1200
+    steps: int = 1200  # steps on the real training images (after ``sim.steps``)
     batch_size: int = 8
     crop: int = 256
     lr: float = 2e-3
-    warmup_steps: int = 0  # linear warm-up to lr (capped at steps/2), then cosine to 0
+    warmup_steps: int = 0  # linear warm-up to lr (capped at half a stage), then cosine to 0; again in each stage
+    sim_fraction: float = 0.0  # share of each real-stage batch drawn from the simulated scenes
     weight_decay: float = 1e-4
     scale_min: float = 0.7
     scale_max: float = 1.3
     jitter: float = 0.2
     count_loss_weight: float = 0.05
+    cell_loss_weight: float = 64.0  # x mean squared error of the stride-8 density cells (crop/8)^2 = the per-crop sum
     eval_every: int = 100
     checkpoint_every: int = 100
     threads: int = 1
     interval_level: float = 0.9
     select_best: bool = False  # ship the best-validation weights instead of the final ones (val set is tiny)
-    ema_decay: float = 0.0  # > 0: evaluate and ship an exponential moving average of the weights
+    ema_decay: float = 0.0  # > 0: evaluate and ship an exponential moving average of the real-stage weights
     select_window: int = 1  # best-validation selection uses the mean val MAE of the last this many evaluations
-    select_after: int = 0  # evaluations before this step are never selected (early near-constant predictors)
+    select_after: int = 0  # real-stage evaluations before this step are never selected (near-constant predictors)
+    recalibrate_bn: bool = False  # at the end, BatchNorm statistics from the whole real training images
 
     def validate(self, where: str) -> None:
         """Raise ConfigError on out-of-range values."""
@@ -109,18 +142,23 @@ class CrowdTrainConfig:
             raise ConfigError("lr must be > 0", f"{where}:train.lr")
         if self.warmup_steps < 0:
             raise ConfigError("warmup_steps must be >= 0", f"{where}:train.warmup_steps")
+        if self.cell_loss_weight <= 0 or self.count_loss_weight < 0:
+            raise ConfigError("need cell_loss_weight > 0 and count_loss_weight >= 0", f"{where}:train.cell_loss_weight")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError("ema_decay must be in [0, 1)", f"{where}:train.ema_decay")
         if self.select_window < 1 or self.select_after < 0:
             raise ConfigError("need select_window >= 1 and select_after >= 0", f"{where}:train.select_window")
+        if not 0.0 <= self.sim_fraction < 1.0:
+            raise ConfigError("sim_fraction must be in [0, 1)", f"{where}:train.sim_fraction")
 
 
 @dataclass
 class CrowdConfig:
-    """A whole crowd config file: ``model`` + ``data`` + ``train`` sections."""
+    """A whole crowd config file: ``model`` + ``data`` + ``sim`` + ``train`` sections."""
 
     model: CrowdModelConfig = field(default_factory=CrowdModelConfig)
     data: CrowdDataConfig = field(default_factory=CrowdDataConfig)
+    sim: CrowdSimConfig = field(default_factory=CrowdSimConfig)
     train: CrowdTrainConfig = field(default_factory=CrowdTrainConfig)
 
     @classmethod
@@ -133,21 +171,23 @@ class CrowdConfig:
         """Build from a parsed mapping; unknown sections or keys are errors."""
         if not isinstance(doc, dict):
             raise ConfigError("expected a mapping", where)
-        unknown = set(doc) - {"model", "data", "train"}
+        unknown = set(doc) - {"model", "data", "sim", "train"}
         if unknown:
             raise ConfigError(f"unknown section(s) {sorted(unknown)}", where)
         cfg = cls(model=build_dataclass(CrowdModelConfig, doc.get("model") or {}, f"{where}:model"),
                   data=build_dataclass(CrowdDataConfig, doc.get("data") or {}, f"{where}:data"),
+                  sim=build_dataclass(CrowdSimConfig, doc.get("sim") or {}, f"{where}:sim"),
                   train=build_dataclass(CrowdTrainConfig, doc.get("train") or {}, f"{where}:train"))
         cfg.model.validate(where)
         cfg.data.validate(where)
+        cfg.sim.validate(where)
         cfg.train.validate(where)
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
         """Plain mapping for YAML."""
         return {"model": dataclasses.asdict(self.model), "data": dataclasses.asdict(self.data),
-                "train": dataclasses.asdict(self.train)}
+                "sim": dataclasses.asdict(self.sim), "train": dataclasses.asdict(self.train)}
 
     def to_yaml(self, path: str | Path) -> None:
         """Write the resolved config."""

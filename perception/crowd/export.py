@@ -39,7 +39,7 @@ def export_crowd_onnx(net: CrowdNet, path: str | Path, height: int = 384, width:
     if program is None:
         raise EngineError("ONNX export returned no program", str(path))
     model = program.model_proto
-    model.doc_string = f"CrowdNet (attention={type(net.front[1]).__name__}) exported by perception"
+    model.doc_string = f"CrowdNet (attention={type(net.back[-1]).__name__}) exported by perception"
     return save_checked_onnx(model, path)
 
 
@@ -76,11 +76,20 @@ def parity(net: CrowdNet, onnx_path: str | Path, sizes: tuple[tuple[int, int], .
 
 
 def export_model_dir(model_dir: str | Path, name: str = "model.onnx") -> tuple[Path, dict[str, float]]:
-    """Export ``<model_dir>/<name>`` from a crowd model directory and return (path, parity numbers)."""
+    """Export ``<model_dir>/<name>`` from a crowd model directory, record its sha256 in the directory's
+    ``manifest.json`` and return (path, parity numbers)."""
+    import json
+
     from perception.crowd.checkpoint import load_crowd_model
+    from perception.detector.checkpoint import MANIFEST_FILE, sha256
 
     net, _, _ = load_crowd_model(model_dir)
     path = export_crowd_onnx(net, Path(model_dir) / name)
+    manifest = Path(model_dir) / MANIFEST_FILE
+    if manifest.is_file():
+        doc = json.loads(manifest.read_text())
+        doc[name] = {"sha256": sha256(path), "bytes": path.stat().st_size}
+        manifest.write_text(json.dumps(doc, indent=2) + "\n")
     return path, parity(net, path)
 
 

@@ -1,19 +1,26 @@
-"""Count interval: over-dispersed Poisson with a Gaussian approximation, ``count +- z sqrt(phi max(count, 1))``.
+"""Count interval: over-dispersed Poisson shape, ``count +- z sqrt(phi max(count, 1))``.
 
-``phi`` (the dispersion) is fitted on residuals: ``phi = mean(r^2 / max(pred, 1))``; training keeps the wider
-of the validation and the training-image fits (:func:`wider`). Its empirical coverage on held-out images is
-reported by ``perception eval-crowd``; with few images it is rough.
+``phi`` is fitted on validation images by split conformal prediction on the normalised residuals
+``|pred - truth| / sqrt(max(pred, 1))``: their ``ceil((n + 1) level)``-th smallest value ``q`` gives
+``phi = (q / z)^2``, so the interval holds the truth with probability >= ``level`` for images exchangeable with the
+validation ones. With fewer than ``level / (1 - level)`` validation images the largest residual is used (coverage
+``n / (n + 1)`` only). Training keeps the wider of the validation and the training-image fits (:func:`wider`):
+the 7 validation images are the ones the weights were selected on, so their residuals are optimistic. The
+empirical coverage on held-out test images is reported by ``perception eval-crowd``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from statistics import NormalDist
 
 from perception.errors import ModelError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,11 +59,19 @@ class CountInterval:
 
 
 def fit_interval(preds: list[float], truths: list[float], level: float) -> CountInterval:
-    """Fit the dispersion on (prediction, truth) pairs of held-out (validation) images."""
+    """Split-conformal fit of the dispersion on (prediction, truth) pairs of held-out (validation) images."""
     if not preds or len(preds) != len(truths):
         raise ValueError("need matching, non-empty predictions and truths")
-    ratios = [(p - t) ** 2 / max(p, 1.0) for p, t in zip(preds, truths)]
-    return CountInterval(phi=max(sum(ratios) / len(ratios), 1e-3), level=level, fitted_on=len(preds))
+    scores = sorted(abs(p - t) / math.sqrt(max(p, 1.0)) for p, t in zip(preds, truths))
+    n = len(scores)
+    rank = math.ceil((n + 1) * level)
+    if rank > n:
+        log.warning("%d calibration images are too few for a %.0f%% conformal interval; using the largest "
+                    "residual (coverage %.0f%%)", n, 100 * level, 100 * n / (n + 1))
+        rank = n
+    z = NormalDist().inv_cdf(0.5 + level / 2.0)
+    q = scores[rank - 1] * (1 + 1e-9)  # closed interval: the calibration residual itself stays inside
+    return CountInterval(phi=max((q / z) ** 2, 1e-3), level=level, fitted_on=n)
 
 
 def coverage(interval: CountInterval, preds: list[float], truths: list[float]) -> float:

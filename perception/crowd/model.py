@@ -1,5 +1,6 @@
 """Compact CSRNet-style counter: VGG-like front end (strided stem + 2 pools = stride 8), dilated back end,
-1x1 density head."""
+1x1 density head; parameter-free attention after each front-end stage (optionally not the stride-2 stem, where
+it costs more than the convolutions it re-weights) and after the back end."""
 
 from __future__ import annotations
 
@@ -17,9 +18,17 @@ STRIDE = 8
 LEAK = 0.01
 
 
-def _conv(cin: int, cout: int, dilation: int = 1, stride: int = 1) -> nn.Sequential:
+def _norm(kind: str, channels: int) -> nn.Module:
+    """``batch``: BatchNorm (statistics of the training crops); ``instance``: each image normalised by its own
+    per-channel statistics (the same in training and inference), then a learned scale and shift."""
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=True, track_running_stats=False)
+    return nn.BatchNorm2d(channels)
+
+
+def _conv(cin: int, cout: int, dilation: int = 1, stride: int = 1, norm: str = "batch") -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=dilation, dilation=dilation, bias=False),
-                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+                         _norm(norm, cout), nn.ReLU(inplace=True))
 
 
 class CrowdNet(nn.Module):
@@ -34,20 +43,23 @@ class CrowdNet(nn.Module):
 
     def __init__(self, cfg: CrowdModelConfig) -> None:
         super().__init__()
-        f1, f2, f3 = cfg.front_channels
         self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
-        att = cfg.attention
-        lam = cfg.simam_lambda
-        self.front = nn.Sequential(
-            _conv(3, f1, stride=2), make_attention(att, lam),
-            nn.MaxPool2d(2), _conv(f1, f2), make_attention(att, lam),
-            nn.MaxPool2d(2), _conv(f2, f3), make_attention(att, lam),
-        )
+        att, lam = cfg.attention, cfg.simam_lambda
         layers: list[nn.Module] = []
-        cin = f3
+        cin = 3
+        for i, (width, depth) in enumerate(zip(cfg.front_channels, cfg.front_depth)):
+            if i > 0:
+                layers.append(nn.MaxPool2d(2))
+            for j in range(depth):
+                layers.append(_conv(cin, width, stride=2 if i == 0 and j == 0 else 1, norm=cfg.norm))
+                cin = width
+            if i > 0 or cfg.stem_attention:
+                layers.append(make_attention(att, lam))
+        self.front = nn.Sequential(*layers)
+        layers = []
         for cout in cfg.back_channels:
-            layers.append(_conv(cin, cout, cfg.dilation))
+            layers.append(_conv(cin, cout, cfg.dilation, norm=cfg.norm))
             cin = cout
         layers.append(make_attention(att, lam))
         self.back = nn.Sequential(*layers)

@@ -36,10 +36,19 @@ def _selection_text(train: dict, t) -> str:
     if kind.startswith("best_val"):
         return (f"Validation MAE of {ema} every {t.eval_every} steps; shipped: the weights at step "
                 f"{train['best_step']}, best mean val MAE over the last {t.select_window} evaluation(s) "
-                f"({train['best_val_mae']:.2f}; steps >= {t.select_after} only). Val MAE of the shipped weights "
-                f"{train['final_val_mae']:.2f}. The 7-image val set is small, so this selection is noisy.")
+                f"({train['best_val_mae']:.2f}; only {t.select_after} or more steps into the real-image stage). "
+                f"Val MAE of the shipped weights {train['final_val_mae']:.2f}. The 7-image val set is small, so this "
+                "selection is noisy.")
     return (f"Shipped: the **final** {ema} (val MAE {train['final_val_mae']:.2f}; best smoothed val MAE during "
             f"training {train['best_val_mae']:.2f} at step {train['best_step']}).")
+
+
+def _steps_text(cfg: CrowdConfig, train: dict) -> str:
+    sim_steps = int(train.get("sim_steps", 0))
+    if not sim_steps:
+        return f"{train['steps']} steps"
+    return (f"{sim_steps} pre-training steps on the simulated scenes (lr {cfg.sim.lr}) then "
+            f"{train['steps'] - sim_steps} steps on the real training images")
 
 
 def constant_baseline(root: str | Path, split: dict[str, list[str]]) -> dict[str, float]:
@@ -53,6 +62,35 @@ def constant_baseline(root: str | Path, split: dict[str, list[str]]) -> dict[str
     return {"constant": mean, "mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err ** 2).mean()))}
 
 
+def _architecture(cfg: CrowdConfig, params: int, size_kb: float) -> str:
+    m = cfg.model
+    where = "every front-end stage" if m.stem_attention else "front-end stages 2 and 3 (not the stride-2 stem)"
+    return (f"Density-map people counter: compact CSRNet-style network (stride-2 stem + 2 max-pools = stride 8; "
+            f"front-end widths {m.front_channels} with {m.front_depth} 3x3 convolutions per stage, dilated "
+            f"(d={m.dilation}) back end {m.back_channels}, 1x1 density head), {m.norm} normalisation, "
+            f"parameter-free `{m.attention}` attention after {where} and after the back end; {params} parameters, "
+            f"`{WEIGHTS_FILE}` {size_kb:.0f} KiB. Trained from scratch (no pretrained weights exist here). Input: RGB "
+            f"resized so the longer side is at most {m.max_side} px; output: density at stride 8, count = its sum.")
+
+
+def _sim_text(cfg: CrowdConfig) -> list[str]:
+    s, t = cfg.sim, cfg.train
+    if not s.steps and not t.sim_fraction:
+        return ["No simulated scenes were used.", ""]
+    use = []
+    if s.steps:
+        use.append(f"{s.steps} pre-training steps on them alone")
+    if t.sim_fraction:
+        use.append(f"{t.sim_fraction:.0%} of every fine-tuning batch drawn from them")
+    return [f"{s.scenes} scenes (seed {s.seed}, 0-{s.people_max} pedestrians) rendered by "
+            "`perception/crowd/sim_scenes.py`: Open3D `RaycastingScene` ray casting of platforms, squares and "
+            "sidewalks with buildings, trees, poles, benches and kiosks, pedestrians from "
+            "`perception.sim.meshes.pedestrian_mesh` alone, in groups and in queues, a camera 2.5-14 m up "
+            "tilted 6-55 degrees down, sun with shadow rays or overcast light, exposure, blur and noise; a head "
+            "counts only when the ray to its centre hits that head first (occluded people are not labelled). "
+            f"Used as: {'; '.join(use)}.", ""]
+
+
 def write_model_card(model_dir: str | Path, test_report: dict, val_report: dict | None = None,
                      ablation: list[dict] | None = None, speed: dict | list[dict] | None = None,
                      notes: list[str] | None = None, data_root: str | Path | None = None) -> Path:
@@ -63,15 +101,10 @@ def write_model_card(model_dir: str | Path, test_report: dict, val_report: dict 
     params = count_parameters(CrowdNet(cfg.model))
     size_kb = (model_dir / WEIGHTS_FILE).stat().st_size / 1024
     split = train["split"]
-    m, t = cfg.model, cfg.train
+    t = cfg.train
     out = [
-        f"# Crowd counter `{model_dir.name}` ({m.name}, attention `{m.attention}`)", "",
-        "Density-map people counter: compact CSRNet-style network (strided stem + 2 max-pools = stride 8, "
-        f"front end {m.front_channels}, dilated (d={m.dilation}) back end {m.back_channels}, 1x1 density "
-        f"head), parameter-free `{m.attention}` attention after each stage; {params} parameters, "
-        f"`{WEIGHTS_FILE}` {size_kb:.0f} KiB. Trained from scratch (no pre-training). "
-        f"Input: RGB resized so the longer side is at most {m.max_side} px; output: density at stride 8, "
-        "count = its sum.", "",
+        f"# Crowd counter `{model_dir.name}` ({cfg.model.name}, attention `{cfg.model.attention}`)", "",
+        _architecture(cfg, params, size_kb), "",
         "## Data and split", "",
         f"`{cfg.data.root}`: 42 CityUHK-X-BEV views (`scene_0NN_{{1,2}}`, 512x384) and 8 hand-clicked street "
         "photos (`handclick_0N`, 1024x768, shrunk to 512x384). Split by scene (both views of a scene in one "
@@ -84,13 +117,22 @@ def write_model_card(model_dir: str | Path, test_report: dict, val_report: dict 
         "renormalised inside the image so a map sums to its head count. Augmentation: scale "
         f"[{t.scale_min}, {t.scale_max}], random {t.crop}x{t.crop} crops, horizontal flips, brightness/contrast/"
         f"saturation jitter +-{t.jitter}.", "",
+        "## Simulated scenes", "",
+        *_sim_text(cfg),
         "## Training", "",
         f"`perception train-crowd --config models/crowd_default.yaml --out {model_dir}`: AdamW lr {t.lr} "
-        f"({t.warmup_steps}-step linear warm-up, then cosine to 0), {train['steps']} steps of batch "
-        f"{t.batch_size}, seed {t.seed}, {t.threads} torch thread(s) on a shared 2-core CPU: "
-        f"**{train['seconds'] / 60:.1f} min**. Loss: 64 x cell MSE + {t.count_loss_weight} x |crop count error| "
+        f"({t.warmup_steps}-step linear warm-up, then cosine to 0, in each stage), "
+        + _steps_text(cfg, train) + f" of batch {t.batch_size}, seed {t.seed}, {t.threads} torch thread(s) on a "
+        f"shared 2-core CPU: **{train['seconds'] / 60:.1f} min** wall clock"
+        + (f" ({train['cpu_seconds'] / 60:.1f} min CPU)" if "cpu_seconds" in train else "")
+        + f". Loss: {t.cell_loss_weight:g} x cell MSE + {t.count_loss_weight} x |crop count error| "
         "on the rectified density (ReLU in training as at inference, leaky gradient below zero). "
-        + _selection_text(train, t) + "", "",
+        + _selection_text(train, t)
+        + (f" Whole-image MAE of the shipped weights on their own {len(split['train'])} training images: "
+           f"{train['train_image_mae']:.2f} (correlation with the true counts {train['train_image_corr']:.2f})."
+           if "train_image_mae" in train else "")
+        + (f" Val MAE right after the simulated stage: {train['val_mae_after_sim']:.2f}."
+           if train.get("val_mae_after_sim") is not None else ""), "",
         "## Results on the held-out test scenes", "",
         "`perception eval-crowd --model models/crowd_default --data ../shared/data/crowd_sample` "
         "(evaluates only the test split of the training source):", "",
@@ -108,26 +150,33 @@ def write_model_card(model_dir: str | Path, test_report: dict, val_report: dict 
     interval = json.loads((model_dir / "interval.json").read_text())
     out += [
         "## Count interval", "",
-        f"count +- z sqrt(phi max(count, 1)) with z for {t.interval_level:.0%}, phi (over-dispersion): the "
-        f"wider of the fits on the validation and on the training residuals (phi = {interval['phi']:.3f}, "
-        f"{interval.get('fitted_on', 0)} images). Empirical coverage on test: **{test_report['coverage']:.0%}** "
-        f"(nominal {t.interval_level:.0%}).", "",
+        f"count +- z sqrt(phi max(count, 1)) with z for {t.interval_level:.0%}; phi (over-dispersion) from "
+        "split-conformal calibration of the normalised residuals |pred - gt| / sqrt(max(pred, 1)), the wider of "
+        f"the fits on the {len(split['val'])} validation and the {len(split['train'])} training images (the "
+        f"weights were selected on the former; phi = {interval['phi']:.3f}). Empirical coverage on test: "
+        f"**{test_report['coverage']:.0%}** (nominal {t.interval_level:.0%}).", "",
     ]
     if ablation:
-        out += ["## Attention ablation", "",
-                f"Same data, seed and short schedule ({ablation[0]['steps']} steps, smaller batch/crop than the "
-                "shipped run); test split. With 10 test images, differences of a few counts are within noise.", "",
+        out += ["## Ablation: attention variants, and simulated scenes or not", "",
+                f"The shipped recipe shortened ({ablation[0]['sim_steps']} simulated + {ablation[0]['steps']} real "
+                "image steps, `python -m perception.crowd.ablation`; the final weight average is evaluated, no "
+                "best-validation selection), same data and seed for every row; val = the 7 validation images, "
+                "test = the 10 held-out ones. With so few images, differences of a few counts are within noise.",
+                "",
                 ablation_markdown(ablation), ""]
     if speed:
         speeds = speed if isinstance(speed, list) else [speed]
         out += ["## Speed", "", "`benchmarks/crowd_speed.py` (512x384, batch 1, this 2-core CPU; 1-minute load "
-                "average before each run in brackets, other jobs share the CPU):", ""]
+                "average before each run in brackets, other jobs share the CPU; CPU ms / image is the process "
+                "CPU time per image, what one unshared core gives):", "",
+                "| threads [load] | backend | images/s (wall) | p50 ms | CPU ms / image |", "|---|---|---|---|---|"]
         for sp in speeds:
             load = sp.get("load_avg_1min_before")
-            where = f"{sp['threads']} thread(s)" + (f" [load {load:.1f}]" if load is not None else "")
-            out += [f"- {where}: PyTorch {sp['pytorch']['images_per_s']:.1f} images/s (p50 "
-                    f"{sp['pytorch']['p50_ms']:.1f} ms), ONNX Runtime {sp['onnxruntime']['images_per_s']:.1f} "
-                    f"images/s (p50 {sp['onnxruntime']['p50_ms']:.1f} ms)"]
+            where = f"{sp['threads']}" + (f" [{load:.1f}]" if load is not None else "")
+            for name, key in (("PyTorch", "pytorch"), ("ONNX Runtime", "onnxruntime")):
+                r = sp[key]
+                cpu = f"{r['cpu_ms_per_image']:.1f}" if "cpu_ms_per_image" in r else "-"
+                out.append(f"| {where} | {name} | {r['images_per_s']:.1f} | {r['p50_ms']:.1f} | {cpu} |")
         out += [""]
     out += ["## Known limits", ""] + [f"- {n}" for n in (notes or [])] + [""]
     path = model_dir / "MODEL_CARD.md"
