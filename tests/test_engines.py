@@ -294,3 +294,18 @@ def test_default_backend_prefers_exact_parity_unless_an_approximate_one_is_clear
     assert choose_default({**base, "onnxruntime-int8": r(60.0, "Car 3D AP loss 0.40 (max 1.0)")}) == "onnxruntime-int8"
     assert choose_default({"onnxruntime-int8": r(60.0, "detections agree (AP not compared)")}) == "onnxruntime-int8"
     assert choose_default({}) is None
+
+
+def test_bench_rounds_take_the_median_and_keep_the_measured_ap():
+    from perception.engines.benchmark import merge_rounds
+
+    def run(net: float, frame: float, rss: float, ap: dict | None) -> dict:
+        return {"backend": "x", "p50_ms": frame, "p99_ms": frame * 1.5, "fps": 1000.0 / frame, "rss_mb": rss,
+                "ap3d": ap, "stages": {"network": {"p50": net, "p99": net * 2}, "preprocess": {"p50": 5.0, "p99": 6.0}}}
+
+    merged = merge_rounds([run(40.0, 70.0, 400, {"Car": 80.0}), run(60.0, 95.0, 420, None), run(42.0, 72.0, 410, None)])
+    assert merged["stages"]["network"]["p50"] == 42.0 and merged["p50_ms"] == 72.0  # the slow round is outvoted
+    assert merged["rss_mb"] == 420 and merged["ap3d"] == {"Car": 80.0}
+    assert [r["network_p50_ms"] for r in merged["rounds"]] == [40.0, 60.0, 42.0]
+    failed = {"backend": "x", "error": "boom"}
+    assert merge_rounds([failed]) == failed

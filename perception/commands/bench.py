@@ -20,6 +20,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="comma-separated backends (default: every backend available for this model here)")
     p.add_argument("--data", default="sim:test", help="sim:test | KITTI folder | rosbag2 folder")
     p.add_argument("--threads", type=int, default=2, help="CPU threads per backend")
+    p.add_argument("--rounds", type=int, default=1, help="run every backend this many times, interleaved; latency "
+                   "figures are medians over the rounds (robust to a CPU whose speed drifts)")
     p.add_argument("--no-ap", action="store_true", help="skip 3D AP")
     p.add_argument("--no-write", action="store_true", help="do not write export/engines.json")
     p.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
@@ -34,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     backends = args.backends.split(",") if args.backends else available_backends(args.model)
     doc = run_benchmarks(args.model, backends, data=args.data, frames=args.frames, num_threads=args.threads,
-                         with_ap=not args.no_ap, write=not args.no_write)
+                         rounds=args.rounds, with_ap=not args.no_ap, write=not args.no_write)
     print(format_table(doc))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
