@@ -95,14 +95,14 @@ def box_point_descriptors(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     order = np.lexsort((z, box_of))  # by box, then height
     zs = z[order]
     start = np.concatenate([[0], np.cumsum(n)[:-1]])
+    last = len(zs) - 1  # boxes without points index a clamped position; their rows are masked by `ok`
     for j, q in enumerate((0.1, 0.5, 0.9)):  # linear interpolation, as np.percentile
         pos = q * np.maximum(n - 1, 0)
-        lo_i, frac = np.floor(pos).astype(np.int64), pos - np.floor(pos)
-        hi_i = np.minimum(lo_i + 1, np.maximum(n - 1, 0))
-        lo_v = zs[np.minimum(start + lo_i, len(zs) - 1)] if len(zs) else np.zeros(m)
-        hi_v = zs[np.minimum(start + hi_i, len(zs) - 1)] if len(zs) else np.zeros(m)
-        out[ok, 1 + j] = ((lo_v + frac * (hi_v - lo_v)) / h)[ok]
-    out[ok, 4] = (zs[np.minimum(start + n - 1, len(zs) - 1)] / h)[ok]
+        lo_i = np.floor(pos).astype(np.int64)
+        lo_v = zs[np.minimum(start + lo_i, last)]
+        hi_v = zs[np.minimum(start + np.minimum(lo_i + 1, np.maximum(n - 1, 0)), last)]
+        out[ok, 1 + j] = ((lo_v + (pos - lo_i) * (hi_v - lo_v)) / h)[ok]
+    out[ok, 4] = (zs[np.minimum(start + n - 1, last)] / h)[ok]
 
     def mean_std(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         cnt = np.maximum(n, 1)
