@@ -77,10 +77,10 @@ class OodMonitorNode(Node):
             raise ConfigError(f"must be one of {FRAME_SCORES}", f"{self.get_name()}:frame_score")
         self.needs_logits = self.score_name in NEEDS_LOGITS or self.frame_score_name in NEEDS_LOGITS
         self.needs_geometry = self.score_name in NEEDS_GEOMETRY or self.frame_score_name in NEEDS_GEOMETRY
-        if backend == "auto":
-            from perception.engines.registry import default_backend
+        if backend == "auto":  # the registry pulls in torch: only when it has to choose
+            from perception.engines.registry import resolve_backend
 
-            backend = default_backend(resolve(model_dir))
+            backend = resolve_backend(resolve(model_dir), backend)
         self.engine = engine_family(backend)
         self.monitor = OodMonitor.load(resolve(model_dir), backend)
         self.det_threshold = self.monitor.stats.threshold("detection", self.score_name)

@@ -58,11 +58,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.frames < 1:
         raise ConfigError(f"--frames must be >= 1, got {args.frames}", "eval-ood --frames")
-    backend = args.backend
-    if backend == "auto":
-        from perception.engines.registry import default_backend
+    from perception.engines.registry import resolve_backend
 
-        backend = default_backend(args.model)
+    backend = resolve_backend(args.model, args.backend)
     monitor = OodMonitor.load(args.model, backend)
     detector = load_detector(args.model, args.threads, backend)
     min_score = args.min_score

@@ -39,11 +39,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("need --train-frames >= 2 and --val-frames >= 1", "fit-ood")
     if not 0.0 < args.tpr < 1.0:
         raise ConfigError(f"--tpr must be in (0, 1), got {args.tpr}", "fit-ood --tpr")
-    backend = args.backend
-    if backend == "auto":
-        from perception.engines.registry import default_backend
+    from perception.engines.registry import resolve_backend
 
-        backend = default_backend(args.model)
+    backend = resolve_backend(args.model, args.backend)
     detector = load_detector(args.model, args.threads, backend)
     min_score = DEFAULT_MIN_SCORE if args.min_score is None else args.min_score
     stats = fit_model_dir(args.model, args.train_frames, args.val_frames, min_score, args.tpr, detector=detector)

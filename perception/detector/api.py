@@ -68,10 +68,9 @@ class FusionDetector:
         """
         model_dir = Path(model_dir)
         net, cfg, calibration = load_model(model_dir)
-        if backend == "auto":
-            from perception.engines.registry import default_backend
+        from perception.engines.registry import resolve_backend
 
-            backend = default_backend(model_dir)
+        backend = resolve_backend(model_dir, backend)
         if backend == "torch":
             engine: Engine = TorchEngine(net, num_threads)
         else:

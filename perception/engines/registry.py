@@ -143,6 +143,11 @@ def load_engine(model_dir: str | Path, backend: str = "onnxruntime", num_threads
     return load_tensorrt(model_dir, "int8" if backend == "tensorrt-int8" else "fp16", allow_build=False)
 
 
+def resolve_backend(model_dir: str | Path, backend: str) -> str:
+    """``backend`` itself, or for ``"auto"`` the model's :func:`default_backend`."""
+    return default_backend(model_dir) if backend == "auto" else backend
+
+
 def default_backend(model_dir: str | Path) -> str:
     """The measured fastest backend that passed parity (``export/engines.json``), if available here; else the
     best exported CPU backend; else ``torch``."""

@@ -6,6 +6,7 @@ or, without it, freshly simulated ``train`` frames; validation is the ``val`` ca
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -109,7 +110,7 @@ def fit_geometry_model(train: FeatureSet, keep: np.ndarray, labels: np.ndarray, 
     logits = np.asarray(train.logits, dtype=np.float64)[keep]
     energy = energy_score(logits)
     dist = model.distances(geo, logits.argmax(axis=1), "fit_stats.train.geometry")
-    return GeometryModel(model.means, model.precisions, {"energy": _mean_std(energy), "geometry": _mean_std(dist)})
+    return dataclasses.replace(model, norm={"energy": _mean_std(energy), "geometry": _mean_std(dist)})
 
 
 def _mean_std(v: np.ndarray) -> tuple[float, float]:
