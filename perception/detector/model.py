@@ -96,12 +96,13 @@ class FusionNet(nn.Module):
         self.register_buffer("image_wh", torch.tensor([float(wi), float(hi)]), persistent=False)
         del stride
 
-    def _bev_window(self, tokens: torch.Tensor, ref: torch.Tensor, log_sigma: torch.Tensor
+    def _bev_window(self, tokens: torch.Tensor, ref: torch.Tensor, log_sigma: torch.Tensor, on_cells: bool = False
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Gather each query's BEV_WINDOW² cells around ``ref`` (B, Q, 2).
 
-        Returns memory (B, Q, K, d), relative positional embedding (B, Q, K, d), attention bias
-        (B, heads, Q, K) (Gaussian locality, cells off the grid hidden) and flat cell indices (B, Q, K).
+        Returns memory (B, Q, K, d), relative positional embedding (B, Q, K, d), or (K, d) shared by all
+        queries when ``on_cells`` says every ``ref`` is a cell centre, attention bias (B, heads, Q, K)
+        (Gaussian locality, cells off the grid hidden) and flat cell indices (B, Q, K).
         """
         bsz, nq, _ = ref.shape
         hb, wb = self.cfg.bev_shape
@@ -113,9 +114,12 @@ class FusionNet(nn.Module):
         n = hb * wb
         batch = torch.arange(bsz, device=ref.device).view(bsz, 1, 1) * n
         memory = tokens.reshape(bsz * n, -1)[index + batch]
-        rel = self.bev_xy[index] - ref[:, :, None, :]
+        # Window cells off the grid are clamped to the border; their offsets do not matter, they are hidden.
+        rel = self.window_offsets.flip(-1).to(ref.dtype) * self.bev_cell if on_cells else \
+            self.bev_xy[index] - ref[:, :, None, :]
         pos = self.bev_pos(rel / (self.bev_cell * BEV_WINDOW))
-        bias = gaussian_bias((rel ** 2).sum(-1), log_sigma) + torch.where(inside, 0.0, MASKED)[:, None]
+        dist2 = (rel ** 2).sum(-1)
+        bias = gaussian_bias(dist2.expand(bsz, nq, -1), log_sigma) + torch.where(inside, 0.0, MASKED)[:, None]
         return memory, pos, bias, index
 
     def _decode(self, raw: torch.Tensor, ref: torch.Tensor, cls: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -171,7 +175,7 @@ class FusionNet(nn.Module):
 
         logits_all, boxes_all, logvar_all, attn_bev_all, index_all = [], [], [], [], []
         # Layer 1: attention over the BEV window around each heatmap peak.
-        mem, pos, bias, index = self._bev_window(bev_tokens, ref, self.log_sigma_bev)
+        mem, pos, bias, index = self._bev_window(bev_tokens, ref, self.log_sigma_bev, on_cells=True)
         query, attn1 = self.layers[0](query, zero_pos, [(mem, pos)], bias)
         lg, box, lv = self._decode(self.heads[0](query), ref, query_class)
         logits_all.append(lg)
@@ -190,7 +194,7 @@ class FusionNet(nn.Module):
         wi, hi = self.image_wh[0], self.image_wh[1]
         visible = (depth > 0.5) & (uv[..., 0] > -1) & (uv[..., 0] < wi + 1) & (uv[..., 1] > -1) & (uv[..., 1] < hi + 1)
         visible = visible & (camera_valid[:, None] > 0.5)
-        dist2_img = ((uv[:, :, None, :] - self.image_uv[None, None]) ** 2).sum(-1)
+        dist2_img = (uv[..., 0:1] - self.image_uv[:, 0]) ** 2 + (uv[..., 1:2] - self.image_uv[:, 1]) ** 2
         img_bias = gaussian_bias(dist2_img, self.log_sigma_image) + torch.where(
             visible, 0.0, MASKED)[:, None, :, None]
         mem, pos, bev_bias, index = self._bev_window(bev_tokens, ref2, self.log_sigma_bev2)
