@@ -246,7 +246,7 @@ def features_to_msg(result: DetectionResult, header: Header) -> DetectionFeature
     """``DetectionFeatures`` (row i = detection i) from a result; empty features when the model gives none."""
     feats = [d.feature for d in result.detections]
     msg = DetectionFeatures(header=header, num_detections=len(feats), labels=[d.label for d in result.detections],
-                            engine=result.model_id.rpartition("@")[2])
+                            engine=result.model_id.rpartition("@")[2], degraded=list(result.degraded))
     if feats and all(f is not None for f in feats):
         mat = np.stack([np.asarray(f, dtype=np.float32).ravel() for f in feats])
         msg.dim = int(mat.shape[1])

@@ -20,6 +20,7 @@ from std_msgs.msg import ColorRGBA, Header
 from trustworthy_perception_msgs.msg import DetectionFeatures, OodScores
 from visualization_msgs.msg import Marker, MarkerArray
 
+from perception.detector.result import camera_used
 from perception.errors import ConfigError, DataError, PerceptionError
 from perception.ood.monitor import FRAME_SCORES, OodMonitor
 from perception.ood.scores import DETECTION_SCORES, GEOMETRY_SCORES, LOGIT_SCORES
@@ -46,6 +47,8 @@ class _Stats:
     internal_errors: int = 0
     last_frame_score: float = float("nan")
     last_frame_ood: bool = False
+    last_frame_threshold: float = float("nan")
+    last_lidar_only: bool = False  # the last frame came without its camera: scored on the LiDAR part
     last_num_detections: int = 0
     last_num_ood: int = 0
     recent: deque = field(default_factory=deque)  # frame flags of the last `ood_window` frames
@@ -125,7 +128,8 @@ class OodMonitorNode(Node):
                 raise DataError(f"{embedding.size} values, the OOD statistics expect {self.monitor.embedding_dim}",
                                 f"{self.features_topic}:frame_embedding")
             result = self.monitor.score(feats, embedding if embedding.size else None, logits,
-                                        where=f"{self.features_topic}:features", geometry=geometry)
+                                        where=f"{self.features_topic}:features", geometry=geometry,
+                                        camera=camera_used(list(msg.degraded)))
         except PerceptionError as exc:
             self.diag.report_bad_input(exc, self.features_topic)
             return
@@ -137,17 +141,19 @@ class OodMonitorNode(Node):
         scores = result.detection[self.score_name]
         flags = scores > self.det_threshold
         frame_score = result.frame.get(self.frame_score_name, float("nan"))
-        frame_ood = bool(np.isfinite(frame_score) and frame_score > self.frame_threshold)
+        frame_threshold = result.thresholds["frame"].get(self.frame_score_name, self.frame_threshold)
+        frame_ood = bool(np.isfinite(frame_score) and frame_score > frame_threshold)
         self.scores_pub.publish(OodScores(
             header=msg.header, scores=scores.astype(np.float32).tolist(), is_ood=flags.tolist(),
-            frame_score=float(frame_score), frame_is_ood=frame_ood, score_name=self.score_name,
-            threshold=float(self.det_threshold)))
+            frame_score=float(frame_score), frame_is_ood=frame_ood, frame_threshold=float(frame_threshold),
+            frame_lidar_only=result.lidar_only, score_name=self.score_name, threshold=float(self.det_threshold)))
         s = self.stats
         s.frames += 1
         s.ood_frames += int(frame_ood)
         s.detections += len(scores)
         s.ood_detections += int(flags.sum())
         s.last_frame_score, s.last_frame_ood = float(frame_score), frame_ood
+        s.last_frame_threshold, s.last_lidar_only = float(frame_threshold), result.lidar_only
         s.last_num_detections, s.last_num_ood = len(scores), int(flags.sum())
         s.recent.append(frame_ood)
 
@@ -160,11 +166,14 @@ class OodMonitorNode(Node):
             level, message = STALE, f"no features received on {self.features_topic}"
         elif n_ood >= self.min_ood:
             level, message = WARN, (f"out of distribution: {n_ood}/{len(s.recent)} recent frames over the "
-                                    f"{self.frame_score_name} threshold {self.frame_threshold:.3g} "
+                                    f"{self.frame_score_name} threshold {s.last_frame_threshold:.3g} "
                                     f"(last {s.last_frame_score:.3g})")
         else:
             level, message = OK, "in distribution"
-        values = {"frame_score": s.last_frame_score, "frame_threshold": self.frame_threshold,
+        if s.frames and s.last_lidar_only:
+            message += " (LiDAR part only: no camera)"
+        values = {"frame_score": s.last_frame_score, "frame_threshold": s.last_frame_threshold,
+                  "frame_lidar_only": s.last_lidar_only,
                   "frame_score_name": self.frame_score_name, "score_name": self.score_name,
                   "detection_threshold": self.det_threshold, "detections": s.last_num_detections,
                   "ood_detections": s.last_num_ood, "frames_scored": s.frames, "ood_frames": s.ood_frames,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from perception.ood.metrics import auroc
 from perception.ood.monitor import FRAME_SCORES, OodMonitor
 from perception.ood.scores import DETECTION_SCORES
 from perception.ood.stats import META_FILE, STATS_FILE, engine_family, file_sha256, load_stats, save_stats
+
+LIDAR = 4  # the synthetic embedding's LiDAR part (2 BEV channels, mean and max)
 
 CLASSES = ("Car", "Pedestrian", "Cyclist")
 DIM, EMB = 16, 36  # EMB = the embedding of a model with d_model DIM and 2 BEV channels
@@ -50,7 +53,7 @@ def synthetic_set(rng: np.random.Generator, frames: int, per_frame: int = 6, shi
 def fitted():
     rng = np.random.default_rng(0)
     stats = fit_stats(synthetic_set(rng, 80), synthetic_set(rng, 40), CLASSES, min_score=0.1,
-                      meta={"model": "synthetic", "weights_sha256": "0" * 64})
+                      meta={"model": "synthetic", "weights_sha256": "0" * 64}, lidar_dim=LIDAR)
     return stats
 
 
@@ -84,6 +87,32 @@ def test_round_trip_gives_identical_scores(fitted, tmp_path: Path) -> None:
         assert np.allclose(a.detection[name], b.detection[name])
     assert a.frame == pytest.approx(b.frame)
     assert b.frame_flag("frame") == (b.frame["frame"] > loaded.thresholds["frame"]["frame"])
+
+
+def test_frames_without_camera_are_scored_on_the_lidar_part(fitted, tmp_path: Path) -> None:
+    """A blank image moves the image half of the embedding: flagged as a full frame, in distribution on its
+    LiDAR half; a LiDAR-side shift (weather) is still caught without the camera."""
+    rng = np.random.default_rng(5)
+    save_stats(fitted, tmp_path)
+    monitor = OodMonitor(load_stats(tmp_path))  # the LiDAR-part models survive the round trip
+    assert monitor.stats.lidar is not None and monitor.stats.lidar.dim == LIDAR
+    assert set(monitor.stats.thresholds["frame_lidar"]) == {"frame", "embedding"}
+    no_camera = synthetic_set(rng, 100)
+    no_camera.embeddings[:, LIDAR:] = 6.0  # what pooling a blank image gives: far from every real image
+    _, full = score_feature_set(monitor, no_camera)
+    _, lidar = score_feature_set(monitor, no_camera, camera=False)
+    t_full, t_lidar = monitor.stats.thresholds["frame"], monitor.stats.thresholds["frame_lidar"]
+    for name in ("frame", "embedding"):
+        assert np.mean(full[name] > t_full[name]) > 0.95, name
+        assert np.mean(lidar[name] > t_lidar[name]) < 0.2, name
+    weather = synthetic_set(rng, 100)
+    weather.embeddings[:, :LIDAR] += 3.0
+    weather.embeddings[:, LIDAR:] = 6.0
+    _, shifted = score_feature_set(monitor, weather, camera=False)
+    assert auroc(lidar["frame"], shifted["frame"]) > 0.95
+    res = monitor.score(no_camera.features[:6], no_camera.embeddings[0], no_camera.logits[:6], camera=False)
+    assert res.lidar_only and res.thresholds["frame"]["frame"] == t_lidar["frame"]
+    assert res.thresholds["frame"]["mean_mahalanobis"] == t_full["mean_mahalanobis"]
 
 
 def test_frame_without_detections_takes_the_training_fill(fitted) -> None:
@@ -194,3 +223,33 @@ def test_the_shipped_default_engine_has_its_own_fitted_statistics():
     backend = default_backend(model)
     monitor = OodMonitor.load(model, backend)  # ModelError if missing, corrupt or for other weights
     assert monitor.stats.meta.get("engine", "reference") == engine_family(backend)
+
+
+def test_shipped_statistics_score_a_camera_less_frame_on_its_lidar_part():
+    """The real detector without its camera pools a blank image: as a full frame that is far out of distribution,
+    scored on the embedding's LiDAR part (what the monitor does for a result flagged camera_missing) it is not."""
+    from perception.detector.api import FusionDetector
+    from perception.engines.registry import default_backend
+    from perception.rig import Rig
+    from perception.sim import iter_split
+
+    repo = Path(__file__).resolve().parents[1]
+    model = repo / "models" / "fusion_default"
+    if not (model / "weights.safetensors").is_file():
+        pytest.skip("models/fusion_default not present")
+    backend = default_backend(model)
+    detector = FusionDetector.load(model, backend=backend, num_threads=1)
+    monitor = OodMonitor.load(model, backend)
+    assert monitor.stats.lidar is not None, "shipped statistics lack the LiDAR-part frame models"
+    full, lidar = [], []
+    for frame in iter_split(Rig.from_yaml(repo / "calibration" / "sim_default.yaml"), "val", 3, seed=11):
+        result = detector(dataclasses.replace(frame, image=None))
+        assert not result.camera_used
+        res = monitor.score_result(result)
+        assert res.lidar_only
+        lidar.append(res.frame["frame"] / res.thresholds["frame"]["frame"])
+        as_full = monitor.score(np.stack([d.feature for d in result.detections]), result.frame_embedding,
+                                np.stack([d.logits for d in result.detections]))
+        full.append(as_full.frame["frame"] / as_full.thresholds["frame"]["frame"])
+    assert min(full) > 1.5, full  # every camera-less frame far over the full-frame threshold
+    assert np.mean(lidar) < 1.0, lidar  # on the LiDAR part, typical

@@ -138,10 +138,12 @@ def test_features_round_trip():
     dets = [_detection(), _detection("Cyclist")]
     for k, d in enumerate(dets):
         d.geometry = np.arange(11, dtype=np.float32) + k
-    result = DetectionResult(detections=dets, frame_embedding=np.ones(5, np.float32), model_id="m@onnxruntime-int8")
+    result = DetectionResult(detections=dets, frame_embedding=np.ones(5, np.float32), model_id="m@onnxruntime-int8",
+                             degraded=["camera_missing"])
     msg = convert.features_to_msg(result, _header())
     feats, emb, logits, geometry = convert.features_from_msg(msg)
     assert msg.engine == "onnxruntime-int8" and msg.geometry_dim == 11
+    assert list(msg.degraded) == ["camera_missing"] and not result.camera_used
     np.testing.assert_array_equal(geometry, np.stack([d.geometry for d in dets]))
     assert msg.dim == 8 and feats.shape == (2, 8) and list(msg.labels) == ["Car", "Cyclist"]
     np.testing.assert_array_equal(feats[1], np.arange(8))

@@ -23,11 +23,12 @@ from trustworthy_perception_msgs.msg import DetectionFeatures, OodScores  # noqa
 from perception.ood.gaussian import GaussianModel  # noqa: E402
 from perception.ood.monitor import OodMonitor, descriptor_dim  # noqa: E402
 from perception.ood.scores import energy_score  # noqa: E402
-from perception.ood.stats import OodStats, save_stats  # noqa: E402
+from perception.ood.stats import LidarFrameModel, OodStats, save_stats  # noqa: E402
 from ros_nodes.paths import dds_env  # noqa: E402
 from ros_nodes.probe import Probe, stop_process  # noqa: E402
 
 DIM, EMB = 8, 6
+LIDAR = 2  # the embedding's LiDAR part: its first 2 values
 CLASSES = ("Car", "Pedestrian", "Cyclist")
 MEANS = np.eye(3, DIM) * 10.0
 ID_FEATS = MEANS[[0, 1, 2, 0]] + 0.1
@@ -48,6 +49,10 @@ def _stats() -> OodStats:
     monitor = OodMonitor(stats)
     det = monitor.detection_scores(ID_FEATS)
     stats.descriptor = GaussianModel(monitor.frame_descriptor(np.zeros(EMB), ID_FEATS, det)[None], np.eye(p))
+    pl = p - EMB + LIDAR
+    stats.lidar = LidarFrameModel(LIDAR, GaussianModel(np.zeros((1, LIDAR)), np.eye(LIDAR)), GaussianModel(
+        monitor.frame_descriptor(np.zeros(LIDAR), ID_FEATS, det)[None], np.eye(pl)))
+    stats.thresholds["frame_lidar"] = {"frame": 4.0, "embedding": 4.0}
     return stats
 
 
@@ -146,6 +151,18 @@ def test_node_answers_features_flags_ood_and_survives_malformed_input(node) -> N
         fp32.engine = "onnxruntime"  # an FP32 engine shares the reference statistics
         _answer(probe, pub, fp32, f"{NS}/ood")
         assert not any(m.header.stamp.sec == 6 for m in probe.messages(f"{NS}/ood"))
+
+        # no camera: the blank image's half of the embedding is far off, the LiDAR half typical. Scored as a
+        # full frame it is OOD; said to be camera-less, it is scored on the LiDAR half at that half's threshold.
+        blank = np.array([0.0, 0.0, 9.0, 9.0, 9.0, 9.0])
+        ans = _answer(probe, pub, _msg(ID_FEATS, blank, sec=8), f"{NS}/ood")
+        assert ans.frame_is_ood and not ans.frame_lidar_only and ans.frame_threshold == pytest.approx(3.0)
+        no_camera = _msg(ID_FEATS, blank, sec=9)
+        no_camera.degraded = ["camera_missing"]
+        ans = _answer(probe, pub, no_camera, f"{NS}/ood")
+        assert ans.frame_lidar_only and not ans.frame_is_ood and ans.frame_threshold == pytest.approx(4.0)
+        expected = monitor.score(ID_FEATS, blank, camera=False)
+        assert ans.frame_score == pytest.approx(expected.frame["frame"], abs=1e-4)
         assert node.poll() is None
 
 

@@ -14,7 +14,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                                           "LiDAR beam pattern (per frame) against clean frames of the same seeds. "
                                           "Frames are cached under data/ood/.")
     p.add_argument("--model", default="models/fusion_default", help="model directory (with fitted <model>/ood)")
-    p.add_argument("--frames", type=int, default=60, help="frames per shift (and clean frames)")
+    p.add_argument("--frames", type=int, default=100,
+                   help="frames per shift (and clean frames); 100 give ~160 animal detections, AUROC +-0.012")
     p.add_argument("--seed", type=int, default=0, help="seed of the ood drives")
     p.add_argument("--shift", action="append", default=None,
                    help="evaluate only this shift (repeatable; default all): animal, debris, stroller, "
@@ -25,6 +26,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--plot", type=Path, default=Path("out/ood/histograms.png"), help="score histograms PNG")
     p.add_argument("--workers", type=int, default=2, help="simulation processes")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("--no-camera", action="store_true",
+                   help="run every frame (clean and shifted) without its image, as after a camera failure: "
+                        "frames are scored on the LiDAR part of their embedding")
     p.add_argument("--backend", default="torch", help="engine to run (its engine family's statistics are used; "
                    "auto = the default one)")
     p.set_defaults(func=run)
@@ -39,6 +43,9 @@ def format_table(doc: dict) -> str:
         cells = "  ".join(f"{k} {_fmt(v)}/{_fmt(doc['fpr95'][shift][k])}" for k, v in row.items())
         n = doc["counts"][shift]
         lines.append(f"  {shift:22s} [{unit:9s} id {n['id']:4d} ood {n['ood']:4d}]  {cells}")
+    for level, rates in doc.get("id_flagged", {}).items():
+        cells = "  ".join(f"{k} {_fmt(v)}" for k, v in rates.items())
+        lines.append(f"  in-distribution {level}s flagged at the fitted thresholds: {cells}")
     return "AUROC/FPR95 per shift and score:\n" + "\n".join(lines)
 
 
@@ -62,16 +69,20 @@ def run(args: argparse.Namespace) -> int:
 
     backend = resolve_backend(args.model, args.backend)
     monitor = OodMonitor.load(args.model, backend)
+    if args.no_camera and monitor.stats.lidar is None:
+        raise ConfigError("these OOD statistics have no models of the embedding's LiDAR part; refit them with "
+                          f"`perception fit-ood --model {args.model} --backend {backend}`", "eval-ood --no-camera")
     detector = load_detector(args.model, args.threads, backend)
     min_score = args.min_score
     if min_score is None:
         min_score = float(monitor.stats.meta.get("fitted_on", {}).get("min_score", 0.1))
     shifts = SHIFTS if args.shift is None else tuple(shift_by_name(name) for name in args.shift)
     results = collect_shift_scores(detector, monitor, Rig.from_yaml(DEFAULT_RIG), args.frames, args.seed,
-                                   min_score, shifts, workers=args.workers)
+                                   min_score, shifts, workers=args.workers, camera=not args.no_camera)
     doc = {"model": detector.model_id, "model_dir": str(args.model),
            "weights_sha256": monitor.stats.meta.get("weights_sha256"), "frames_per_shift": args.frames,
-           "seed": args.seed, "min_score": min_score, **summarize(results, monitor)}
+           "seed": args.seed, "min_score": min_score, "camera": not args.no_camera,
+           **summarize(results, monitor, camera=not args.no_camera)}
     doc["histograms"] = str(plot_histograms(results, args.plot))
     print(format_table(doc))
     print(f"  histograms: {doc['histograms']}")

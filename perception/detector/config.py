@@ -59,6 +59,11 @@ class ModelConfig:
         return 2 * self.bev_channels + 2 * self.d_model
 
     @property
+    def lidar_embedding_dim(self) -> int:
+        """Length of the frame embedding's LiDAR part (its first values: pooled BEV features, mean and max)."""
+        return 2 * self.bev_channels
+
+    @property
     def image_feature_shape(self) -> tuple[int, int]:
         """Image feature map (h, w) at stride 8."""
         return self.image_size[0] // 8, self.image_size[1] // 8

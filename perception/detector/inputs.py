@@ -9,16 +9,11 @@ import torch
 from PIL import Image
 
 from perception.detector.config import ModelConfig
+from perception.detector.result import CAMERA_INVALID, CAMERA_MISSING, LIDAR_EMPTY, POINTS_DROPPED
 from perception.detector.voxelize import Pillars, voxelize
 from perception.errors import CalibrationError
 from perception.frame import Frame
 from perception.rig import Rig
-
-#: Reasons a result can be degraded, as reported in ``DetectionResult.degraded``.
-CAMERA_MISSING = "camera_missing"
-CAMERA_INVALID = "camera_invalid"
-LIDAR_EMPTY = "lidar_empty"
-POINTS_DROPPED = "nonfinite_points_dropped"
 
 
 @dataclass

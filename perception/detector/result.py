@@ -8,6 +8,14 @@ import numpy as np
 
 from perception.frame import Detection
 
+#: Reasons a result can be degraded, as reported in ``DetectionResult.degraded``.
+CAMERA_MISSING = "camera_missing"
+CAMERA_INVALID = "camera_invalid"
+LIDAR_EMPTY = "lidar_empty"
+POINTS_DROPPED = "nonfinite_points_dropped"
+#: Reasons that mean the network ran without the camera (LiDAR-only).
+CAMERA_UNUSED = (CAMERA_MISSING, CAMERA_INVALID)
+
 
 @dataclass
 class DetectionResult:
@@ -26,3 +34,13 @@ class DetectionResult:
     def is_degraded(self) -> bool:
         """True when the result was produced without a full set of healthy inputs."""
         return bool(self.degraded)
+
+    @property
+    def camera_used(self) -> bool:
+        """False when the network ran LiDAR-only (camera missing or unusable)."""
+        return camera_used(self.degraded)
+
+
+def camera_used(degraded: list[str]) -> bool:
+    """False when ``degraded`` says the network ran without the camera."""
+    return not any(reason in CAMERA_UNUSED for reason in degraded)

@@ -44,25 +44,29 @@ def _count_unknown(frames: Iterable[Frame], counter: dict[str, int]) -> Iterator
         yield f
 
 
-def _features(detector: FusionDetector, path: Path, name: str, counter: dict[str, int]) -> FeatureSet:
+def _features(detector: FusionDetector, path: Path, name: str, counter: dict[str, int],
+              camera: bool = True) -> FeatureSet:
     ds = KittiDataset(path)
     return collect_frames(detector, _count_unknown((ds[i] for i in range(len(ds))), counter), len(ds),
-                          desc=f"ood {name}")
+                          desc=f"ood {name}{'' if camera else ' (no camera)'}", camera=camera)
 
 
 def collect_shift_scores(detector: FusionDetector, monitor: OodMonitor, rig: Rig, n_frames: int, seed: int = 0,
                          min_score: float = DEFAULT_MIN_SCORE, shifts: tuple[Shift, ...] = SHIFTS,
-                         root: Path = OOD_DATA, workers: int = 2) -> list[ShiftScores]:
-    """Simulate (or reuse) the frames of every shift, run the detector and score ID vs OOD samples."""
+                         root: Path = OOD_DATA, workers: int = 2, camera: bool = True) -> list[ShiftScores]:
+    """Simulate (or reuse) the frames of every shift, run the detector and score ID vs OOD samples;
+    ``camera=False`` runs every frame, clean or shifted, without its image (a camera failure): frames are then
+    scored on the LiDAR part of their embedding."""
     classes = monitor.stats.classes
-    clean = _features(detector, ensure_shift_frames(rig, CLEAN, n_frames, seed, root, workers), "clean", {})
-    clean_det, clean_frame = score_feature_set(monitor, clean)
+    clean = _features(detector, ensure_shift_frames(rig, CLEAN, n_frames, seed, root, workers), "clean", {}, camera)
+    clean_det, clean_frame = score_feature_set(monitor, clean, camera)
     id_mask = id_detections(clean, classes, min_score)
     out = []
     for shift in shifts:
         counter: dict[str, int] = {}
-        fs = _features(detector, ensure_shift_frames(rig, shift, n_frames, seed, root, workers), shift.name, counter)
-        det, frame = score_feature_set(monitor, fs)
+        fs = _features(detector, ensure_shift_frames(rig, shift, n_frames, seed, root, workers), shift.name, counter,
+                       camera)
+        det, frame = score_feature_set(monitor, fs, camera)
         if shift.unit == "detection":
             ood_mask = np.isin(fs.matched, list(OOD_CLASSES)) & (fs.scores >= min_score)
             counter["unknown_matched"] = int(np.isin(fs.matched, list(OOD_CLASSES)).sum())
@@ -77,9 +81,10 @@ def _metric(fn, a: np.ndarray, b: np.ndarray) -> float | None:
     return round(float(fn(a, b)), 4) if len(a) and len(b) else None
 
 
-def summarize(results: list[ShiftScores], monitor: OodMonitor) -> dict[str, object]:
+def summarize(results: list[ShiftScores], monitor: OodMonitor, camera: bool = True) -> dict[str, object]:
     """The ``--json`` document: ``auroc`` / ``fpr95`` (shift -> score -> value), flag rates at the saved
-    thresholds, sample counts and the unit of every shift."""
+    thresholds (the LiDAR part's frame thresholds when ``camera`` is False), sample counts and the unit of
+    every shift."""
     doc: dict[str, dict] = {"auroc": {}, "fpr95": {}, "ood_flagged": {}, "id_flagged": {}, "counts": {}, "units": {}}
     for r in results:
         name, level = r.shift.name, r.shift.unit
@@ -87,6 +92,8 @@ def summarize(results: list[ShiftScores], monitor: OodMonitor) -> dict[str, obje
         doc["auroc"][name] = {k: _metric(auroc, r.id_scores[k], r.ood_scores[k]) for k in r.ood_scores}
         doc["fpr95"][name] = {k: _metric(fpr_at_tpr, r.id_scores[k], r.ood_scores[k]) for k in r.ood_scores}
         th = monitor.stats.thresholds[level]
+        if level == "frame" and not camera and "frame_lidar" in monitor.stats.thresholds:
+            th = {**th, **monitor.stats.thresholds["frame_lidar"]}
         doc["ood_flagged"][name] = {k: round(float(np.mean(v > th[k])), 4) if len(v) else None
                                     for k, v in r.ood_scores.items() if k in th}
         doc["id_flagged"][level] = {k: round(float(np.mean(v > th[k])), 4) if len(v) else None

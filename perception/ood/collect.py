@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -150,16 +150,18 @@ def load_detector(model_dir: str | Path, num_threads: int | None = None, backend
 
 
 def collect_frames(detector: FusionDetector, frames: Iterable[Frame], total: int | None = None,
-                   desc: str = "ood features") -> FeatureSet:
-    """Run ``detector`` over ``frames`` and collect features, logits, embeddings and GT matches."""
+                   desc: str = "ood features", camera: bool = True) -> FeatureSet:
+    """Run ``detector`` over ``frames`` and collect features, logits, embeddings and GT matches;
+    ``camera=False`` drops each frame's image first (what a camera failure gives)."""
     acc = _Collector()
     for frame in tqdm(frames, total=total, desc=desc, unit="frame"):
-        result = detector(frame)
+        result = detector(frame if camera else replace(frame, image=None))
         acc.add(frame.frame_id, result.detections, result.frame_embedding, frame.boxes)
     return acc.result(detector.cfg.d_model, len(detector.cfg.classes))
 
 
-def collect_samples(detector: FusionDetector, paths: list[Path], desc: str = "ood features") -> FeatureSet:
+def collect_samples(detector: FusionDetector, paths: list[Path], desc: str = "ood features",
+                    camera: bool = True) -> FeatureSet:
     """The same from cached training samples (:mod:`perception.detector.data`), which skip the simulator.
 
     A sample holds the cropped LiDAR points and the already-resized image, so it is run through the
@@ -169,7 +171,8 @@ def collect_samples(detector: FusionDetector, paths: list[Path], desc: str = "oo
     acc = _Collector()
     for path in tqdm(paths, desc=desc, unit="frame"):
         s = load_sample(path)
-        inputs = FrameInputs(voxelize(s.points, cfg), s.image, s.lidar2img, s.has_camera)
+        image = s.image if camera else np.zeros_like(s.image)  # as prepare_frame gives a frame without image
+        inputs = FrameInputs(voxelize(s.points, cfg), image, s.lidar2img, s.has_camera and camera)
         gt = [Box3D(cfg.classes[int(c)], b[:3], b[3:6], float(b[6])) for b, c in zip(s.boxes, s.labels)]
         if len(inputs.pillars.coords) == 0:
             acc.add(path.stem, [], None, gt)

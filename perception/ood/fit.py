@@ -20,9 +20,9 @@ from perception.errors import DataError
 from perception.ood.collect import FeatureSet, collect_frames, collect_samples, load_detector
 from perception.ood.gaussian import GaussianModel, fit_gaussian_model
 from perception.ood.metrics import threshold_at_tpr
-from perception.ood.monitor import OodMonitor, descriptor_dim
+from perception.ood.monitor import LIDAR_FRAME_SCORES, OodMonitor, descriptor_dim
 from perception.ood.scores import energy_score
-from perception.ood.stats import GeometryModel, OodStats, engine_family, file_sha256
+from perception.ood.stats import GeometryModel, LidarFrameModel, OodStats, engine_family, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +30,16 @@ log = logging.getLogger(__name__)
 DEFAULT_MIN_SCORE = 0.1
 
 
-def score_feature_set(monitor: OodMonitor, fs: FeatureSet) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """``(detection scores (N,) per name, frame scores (F,) per name)`` of a collected :class:`FeatureSet`."""
+def score_feature_set(monitor: OodMonitor, fs: FeatureSet,
+                      camera: bool = True) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``(detection scores (N,) per name, frame scores (F,) per name)`` of a collected :class:`FeatureSet`;
+    ``camera=False`` scores the frames as LiDAR-only ones (:meth:`OodMonitor.frame_scores`)."""
     det = monitor.detection_scores(fs.features, fs.logits, fs.geometry, where="feature set")
     frames: dict[str, list[float]] = {}
     for k in range(fs.num_frames):
         rows = fs.frame_index == k
-        scores = monitor.frame_scores(fs.embeddings[k], fs.features[rows], {n: s[rows] for n, s in det.items()})
+        scores = monitor.frame_scores(fs.embeddings[k], fs.features[rows], {n: s[rows] for n, s in det.items()},
+                                      camera=camera)
         for name, v in scores.items():
             frames.setdefault(name, []).append(v)
     return det, {name: np.asarray(v) for name, v in frames.items()}
@@ -47,17 +50,24 @@ def id_detections(fs: FeatureSet, classes: tuple[str, ...], min_score: float) ->
     return np.isin(fs.matched, list(classes)) & (fs.scores >= min_score)
 
 
-def _descriptors(monitor: OodMonitor, fs: FeatureSet, det: dict[str, np.ndarray]) -> list[np.ndarray]:
+def _descriptors(monitor: OodMonitor, fs: FeatureSet, det: dict[str, np.ndarray],
+                 embedding_dim: int | None = None) -> list[np.ndarray]:
+    """Frame descriptors of ``fs``, on the first ``embedding_dim`` embedding values (default: all)."""
     rows = [fs.frame_index == k for k in range(fs.num_frames)]
-    return [monitor.frame_descriptor(fs.embeddings[k], fs.features[r], {n: s[r] for n, s in det.items()})
-            for k, r in enumerate(rows)]
+    return [monitor.frame_descriptor(fs.embeddings[k, :embedding_dim], fs.features[r],
+                                     {n: s[r] for n, s in det.items()}) for k, r in enumerate(rows)]
 
 
 def fit_stats(train: FeatureSet, val: FeatureSet, classes: tuple[str, ...], min_score: float = DEFAULT_MIN_SCORE,
-              tpr: float = 0.95, meta: dict | None = None) -> OodStats:
+              tpr: float = 0.95, meta: dict | None = None, lidar_dim: int | None = None,
+              no_camera: tuple[FeatureSet, FeatureSet] | None = None) -> OodStats:
     """Fit on ``train``: class Gaussians of the detections matched to known classes, a Gaussian of the frame
     embeddings and one of the frame descriptors (every detection of a frame counts, as at run time). On
-    ``val``: the fill values of empty frames and every threshold, at ``tpr`` of the ID detections / frames."""
+    ``val``: the fill values of empty frames and every threshold, at ``tpr`` of the ID detections / frames.
+    With ``lidar_dim``, the same frame models on the embedding's LiDAR part (its first ``lidar_dim`` values,
+    which the camera does not touch) for frames without a camera, thresholds under ``"frame_lidar"``: fitted on
+    ``no_camera`` (the train and val frames run without their images: without the image, the queries' features
+    move too) or, without it, on ``train`` and ``val``."""
     keep = id_detections(train, classes, min_score)
     if keep.sum() < 2 * len(classes):
         raise DataError(f"only {int(keep.sum())} training detections matched to {classes} with score >= "
@@ -79,6 +89,15 @@ def fit_stats(train: FeatureSet, val: FeatureSet, classes: tuple[str, ...], min_
     stats.descriptor_fill = np.mean(np.array(_descriptors(monitor, train, train_det))[has_dets], axis=0)
     stats.descriptor = fit_gaussian_model(np.array(_descriptors(monitor, train, train_det)),
                                           where="fit_stats.train.descriptors")
+    lidar_train, lidar_val = no_camera or (train, val)
+    if lidar_dim:
+        lidar_det = monitor.detection_scores(lidar_train.features, lidar_train.logits, lidar_train.geometry,
+                                             where="fit_stats.no_camera.train")
+        stats.lidar = LidarFrameModel(
+            lidar_dim, fit_gaussian_model(lidar_train.embeddings[:, :lidar_dim],
+                                          where="fit_stats.no_camera.train.embeddings[lidar]"),
+            fit_gaussian_model(np.array(_descriptors(monitor, lidar_train, lidar_det, lidar_dim)),
+                               where="fit_stats.no_camera.train.descriptors[lidar]"))
     # Means over no detections are reported as the validation mean; thresholds at `tpr` of validation.
     val_det = monitor.detection_scores(val.features, val.logits, val.geometry, where="fit_stats.val")
     for name, values in val_det.items():
@@ -92,6 +111,9 @@ def fit_stats(train: FeatureSet, val: FeatureSet, classes: tuple[str, ...], min_
         "detection": {name: threshold_at_tpr(v[val_keep], tpr) for name, v in val_det.items()},
         "frame": {name: threshold_at_tpr(v, tpr) for name, v in val_frame.items()},
     }
+    if stats.lidar is not None:
+        _, val_lidar = score_feature_set(monitor, lidar_val, camera=False)
+        stats.thresholds["frame_lidar"] = {name: threshold_at_tpr(val_lidar[name], tpr) for name in LIDAR_FRAME_SCORES}
     per_class = {c: int((train.matched[keep] == c).sum()) for c in classes}
     stats.meta.setdefault("fitted_on", {}).update({
         "train_frames": train.num_frames, "train_detections": per_class, "val_frames": val.num_frames,
@@ -125,9 +147,11 @@ def _evenly(paths: list[Path], n: int) -> list[Path]:
     return [paths[i] for i in np.linspace(0, len(paths) - 1, n).round().astype(int)]
 
 
-def split_features(detector: FusionDetector, cfg: DetectorConfig, split: str, n_frames: int) -> tuple[FeatureSet, str]:
+def split_features(detector: FusionDetector, cfg: DetectorConfig, split: str, n_frames: int,
+                   camera: bool = True) -> tuple[FeatureSet, str]:
     """Features of ``n_frames`` frames of ``split`` (train | val): from the training cache when present
-    (evenly spaced samples), otherwise simulated. Returns the set and a description of its source."""
+    (evenly spaced samples), otherwise simulated; ``camera=False`` runs them without their images.
+    Returns the set and a description of its source."""
     from perception.detector.train import cache_dir
 
     root = cache_dir(cfg, split)
@@ -138,7 +162,8 @@ def split_features(detector: FusionDetector, cfg: DetectorConfig, split: str, n_
     if paths:
         chosen = _evenly(paths, n_frames)
         log.info("%s features from %d cached samples in %s", split, len(chosen), root)
-        return collect_samples(detector, chosen, desc=f"ood {split}"), f"cache:{root.name} ({len(chosen)} frames)"
+        return (collect_samples(detector, chosen, desc=f"ood {split}{'' if camera else ' (no camera)'}", camera=camera),
+                f"cache:{root.name} ({len(chosen)} frames)")
     from perception.eval.evaluate import DEFAULT_RIG
     from perception.rig import Rig
     from perception.sim import iter_split
@@ -146,7 +171,8 @@ def split_features(detector: FusionDetector, cfg: DetectorConfig, split: str, n_
     log.info("no cache at %s; simulating %d %s frames", root, n_frames, split)
     t = cfg.train
     frames = iter_split(Rig.from_yaml(DEFAULT_RIG), split, n_frames, seed=t.seed, frames_per_drive=t.frames_per_drive)
-    return collect_frames(detector, frames, n_frames, desc=f"ood {split}"), f"sim:{split} ({n_frames} frames)"
+    return (collect_frames(detector, frames, n_frames, desc=f"ood {split}{'' if camera else ' (no camera)'}",
+                           camera=camera), f"sim:{split} ({n_frames} frames)")
 
 
 def fit_model_dir(model_dir: str | Path, train_frames: int = 1000, val_frames: int = 100,
@@ -158,8 +184,11 @@ def fit_model_dir(model_dir: str | Path, train_frames: int = 1000, val_frames: i
     cfg = DetectorConfig.from_yaml(model_dir / CONFIG_FILE)
     train, train_src = split_features(detector, cfg, "train", train_frames)
     val, val_src = split_features(detector, cfg, "val", val_frames)
+    no_camera = (split_features(detector, cfg, "train", train_frames, camera=False)[0],
+                 split_features(detector, cfg, "val", val_frames, camera=False)[0])
     backend = detector.model_id.rpartition("@")[2] or "torch"
     meta = {"model": cfg.model.name, "weights_sha256": file_sha256(model_dir / WEIGHTS_FILE),
             "engine": engine_family(backend), "fitted_with_backend": backend,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "fitted_on": {"train": train_src, "val": val_src}}
-    return fit_stats(train, val, tuple(cfg.model.classes), min_score=min_score, tpr=tpr, meta=meta)
+    return fit_stats(train, val, tuple(cfg.model.classes), min_score=min_score, tpr=tpr, meta=meta,
+                     lidar_dim=cfg.model.lidar_embedding_dim, no_camera=no_camera)

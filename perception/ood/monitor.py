@@ -21,6 +21,8 @@ from perception.ood.stats import OodStats, load_stats, stats_dir
 
 #: Frame-level scores: the frame descriptor's distance, the frame embedding's, and per-detection means.
 FRAME_SCORES: tuple[str, ...] = ("frame", "embedding", *(f"mean_{s}" for s in DETECTION_SCORES))
+#: Frame scores that change when the camera is unused (scored on the embedding's LiDAR part then).
+LIDAR_FRAME_SCORES: tuple[str, ...] = ("frame", "embedding")
 #: Per-detection scores averaged into the frame descriptor (those a features-only message allows).
 DESCRIPTOR_SCORES: tuple[str, ...] = ("mahalanobis", "mahavar")
 
@@ -37,6 +39,7 @@ class OodResult:
     detection: dict[str, np.ndarray]
     frame: dict[str, float]
     thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
+    lidar_only: bool = False  # camera unused: frame scores (and ``thresholds["frame"]``) are the LiDAR part's
 
     def detection_flags(self, score: str) -> np.ndarray:
         """(N,) bool: detection ``score`` above its threshold."""
@@ -58,6 +61,11 @@ class OodMonitor:
     for one, leaves fewer and *more* typical detections). A frame without detections takes the training
     mean for the detection part of its descriptor (its count, 0, still counts), and the validation mean
     for its ``mean_<score>`` values.
+
+    A frame the network saw without its camera (``camera=False``) pools a blank image into the image half of its
+    embedding, which says nothing about the scene: when the statistics hold LiDAR-part models
+    (:class:`~perception.ood.stats.LidarFrameModel`), ``embedding`` and ``frame`` are scored on the embedding's
+    LiDAR part against them and flagged at their own thresholds; night or glare cannot be seen then.
     """
 
     def __init__(self, stats: OodStats) -> None:
@@ -122,8 +130,10 @@ class OodMonitor:
         return np.concatenate([np.asarray(embedding, np.float64).ravel(), det_part, [np.log1p(n)]])
 
     def frame_scores(self, embedding: np.ndarray | None, features: np.ndarray,
-                     detection_scores: dict[str, np.ndarray], where: str = "frame_embedding") -> dict[str, float]:
-        """Frame scores from the frame embedding (E,) and this frame's detection features (N, D) and scores."""
+                     detection_scores: dict[str, np.ndarray], where: str = "frame_embedding",
+                     camera: bool = True) -> dict[str, float]:
+        """Frame scores from the frame embedding (E,) and this frame's detection features (N, D) and scores;
+        ``camera=False``: on the embedding's LiDAR part, when the statistics have models of it."""
         out: dict[str, float] = {}
         for name, values in detection_scores.items():
             key = f"mean_{name}"
@@ -132,18 +142,26 @@ class OodMonitor:
             emb = np.asarray(embedding, dtype=np.float64).ravel()
             if emb.size != self.embedding_dim or not np.isfinite(emb).all():
                 raise DataError(f"expected {self.embedding_dim} finite values, got {emb.size}", where)
-            out["embedding"] = float(self.stats.frame.distances(emb[None], where)[0, 0])
+            frame_model, descriptor_model = self.stats.frame, self.stats.descriptor
+            lidar = None if camera else self.stats.lidar
+            if lidar is not None:
+                emb, frame_model, descriptor_model = emb[:lidar.dim], lidar.frame, lidar.descriptor
+            out["embedding"] = float(frame_model.distances(emb[None], where)[0, 0])
             feats = np.asarray(features, dtype=np.float64).reshape(-1, self.feature_dim)
             desc = self.frame_descriptor(emb, feats, detection_scores)
-            out["frame"] = float(self.stats.descriptor.distances(desc[None], where)[0, 0])
+            out["frame"] = float(descriptor_model.distances(desc[None], where)[0, 0])
         return out
 
     def score(self, features: np.ndarray, embedding: np.ndarray | None, logits: np.ndarray | None = None,
-              where: str = "features", geometry: np.ndarray | None = None) -> OodResult:
+              where: str = "features", geometry: np.ndarray | None = None, camera: bool = True) -> OodResult:
         """All scores of one frame's detections (features (N, D); logits (N, C) and geometry descriptors (N, K)
-        optional) and embedding."""
+        optional) and embedding; ``camera=False`` when the network ran LiDAR-only."""
         det = self.detection_scores(features, logits, geometry, where)
-        return OodResult(det, self.frame_scores(embedding, features, det), self.stats.thresholds)
+        lidar_only = not camera and self.stats.lidar is not None
+        thresholds = self.stats.thresholds
+        if lidar_only:
+            thresholds = {**thresholds, "frame": {**thresholds["frame"], **thresholds["frame_lidar"]}}
+        return OodResult(det, self.frame_scores(embedding, features, det, camera=camera), thresholds, lidar_only)
 
     def score_result(self, result: DetectionResult) -> OodResult:
         """Scores of a :class:`DetectionResult` (needs ``feature``/``logits`` on every detection)."""
@@ -155,7 +173,7 @@ class OodMonitor:
         geometry = None
         if all(d.geometry is not None for d in dets) and self.stats.geometry is not None:
             geometry = np.stack([d.geometry for d in dets]) if dets else np.zeros((0, self.stats.geometry.dim))
-        return self.score(feats, result.frame_embedding, logits, geometry=geometry)
+        return self.score(feats, result.frame_embedding, logits, geometry=geometry, camera=result.camera_used)
 
     def annotate(self, result: DetectionResult, score: str = "mahalanobis") -> OodResult:
         """Score a result and write detection ``score`` into each ``Detection.ood_score``."""

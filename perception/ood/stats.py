@@ -34,6 +34,7 @@ META_FILE = "ood.json"
 FORMAT_VERSION = 1
 _ARRAYS = ("det_means", "det_precision", "frame_mean", "frame_precision", "desc_mean", "desc_precision", "desc_fill")
 _GEOMETRY_ARRAYS = ("geo_means", "geo_precision")
+_LIDAR_ARRAYS = ("lidar_frame_mean", "lidar_frame_precision", "lidar_desc_mean", "lidar_desc_precision")
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,17 @@ def file_sha256(path: Path) -> str:
 
 
 @dataclass
+class LidarFrameModel:
+    """Frame models for frames without a camera: the frame embedding's LiDAR part (its first ``dim`` values,
+    pooled BEV features, which the camera does not touch) and the frame descriptor built on that part.
+    Their thresholds are ``thresholds["frame_lidar"]``."""
+
+    dim: int  # length of the embedding's LiDAR part
+    frame: GaussianModel  # (1, dim) mean + precision
+    descriptor: GaussianModel  # (1, dim + feature_dim + 3) mean + precision
+
+
+@dataclass
 class OodStats:
     """Everything :class:`perception.ood.monitor.OodMonitor` needs, fitted on training data."""
 
@@ -79,6 +91,7 @@ class OodStats:
     tpr: float = 0.95  # ID acceptance rate the thresholds were set for
     meta: dict[str, Any] = field(default_factory=dict)  # weights_sha256, model name, data, counts, ...
     geometry: GeometryModel | None = None  # point-geometry Gaussians (absent: no geometry scores)
+    lidar: LidarFrameModel | None = None  # frame models of the embedding's LiDAR part (frames without camera)
 
     def threshold(self, level: str, score: str) -> float:
         """Threshold of ``score`` at ``level`` ("detection" or "frame"); ConfigError when not fitted."""
@@ -121,7 +134,10 @@ def save_stats(stats: OodStats, out_dir: str | Path) -> Path:
              frame_mean=stats.frame.means, frame_precision=stats.frame.precision, desc_mean=stats.descriptor.means,
              desc_precision=stats.descriptor.precision, desc_fill=stats.descriptor_fill[None],
              **({"geo_means": stats.geometry.means, "geo_precision": stats.geometry.precisions}
-                if stats.geometry is not None else {}))
+                if stats.geometry is not None else {}),
+             **({"lidar_frame_mean": stats.lidar.frame.means, "lidar_frame_precision": stats.lidar.frame.precision,
+                 "lidar_desc_mean": stats.lidar.descriptor.means,
+                 "lidar_desc_precision": stats.lidar.descriptor.precision} if stats.lidar is not None else {}))
     tmp.replace(npz)
     doc = {
         "format_version": FORMAT_VERSION,
@@ -137,6 +153,7 @@ def save_stats(stats: OodStats, out_dir: str | Path) -> Path:
         "stats_sha256": file_sha256(npz),
         **({"geometry_dim": stats.geometry.dim, "geometry_norm": {k: list(v) for k, v in stats.geometry.norm.items()}}
            if stats.geometry is not None else {}),
+        **({"lidar_embedding_dim": stats.lidar.dim} if stats.lidar is not None else {}),
         **stats.meta,
     }
     meta = out / META_FILE
@@ -200,7 +217,12 @@ def load_stats(ood_dir: str | Path, model_dir: str | Path | None = None) -> OodS
     geo_dim = doc.get("geometry_dim")
     if geo_dim is not None and (not isinstance(geo_dim, int) or isinstance(geo_dim, bool) or geo_dim < 1):
         raise ModelError(f"expected a positive integer, got {geo_dim!r}", f"{where}:geometry_dim")
-    names = _ARRAYS + (_GEOMETRY_ARRAYS if geo_dim else ())
+    lidar_dim = doc.get("lidar_embedding_dim")
+    if lidar_dim is not None and (not isinstance(lidar_dim, int) or isinstance(lidar_dim, bool)
+                                  or not 0 < lidar_dim < doc["embedding_dim"]):
+        raise ModelError(f"expected an integer in (0, embedding_dim), got {lidar_dim!r}",
+                         f"{where}:lidar_embedding_dim")
+    names = _ARRAYS + (_GEOMETRY_ARRAYS if geo_dim else ()) + (_LIDAR_ARRAYS if lidar_dim else ())
     try:
         with np.load(npz_path, allow_pickle=False) as z:
             arrays = {k: np.asarray(z[k], dtype=np.float64) for k in names}
@@ -211,12 +233,16 @@ def load_stats(ood_dir: str | Path, model_dir: str | Path | None = None) -> OodS
               "desc_mean": (1, p), "desc_precision": (p, p), "desc_fill": (1, p)}
     if geo_dim:
         shapes.update(geo_means=(c, geo_dim), geo_precision=(c, geo_dim, geo_dim))
+    if lidar_dim:
+        pl = p - e + lidar_dim
+        shapes.update(lidar_frame_mean=(1, lidar_dim), lidar_frame_precision=(lidar_dim, lidar_dim),
+                      lidar_desc_mean=(1, pl), lidar_desc_precision=(pl, pl))
     for k, shape in shapes.items():
         if arrays[k].shape != shape or not np.isfinite(arrays[k]).all():
             raise ModelError(f"{k} has shape {arrays[k].shape} (expected {shape}) or non-finite values",
                              str(npz_path))
     thresholds: dict[str, dict[str, float]] = {}
-    for level in ("detection", "frame"):
+    for level in ("detection", "frame") + (("frame_lidar",) if lidar_dim else ()):
         table = doc["thresholds"].get(level)
         if not isinstance(table, dict):
             raise ModelError("missing threshold table", f"{where}:thresholds.{level}")
@@ -236,11 +262,15 @@ def load_stats(ood_dir: str | Path, model_dir: str | Path | None = None) -> OodS
             raise ModelError(f"expected energy and geometry [mean, std > 0], got {norm!r}", f"{where}:geometry_norm")
         geometry = GeometryModel(arrays["geo_means"], arrays["geo_precision"],
                                  {k: (float(norm[k][0]), float(norm[k][1])) for k in ("energy", "geometry")})
+    lidar = None
+    if lidar_dim:
+        lidar = LidarFrameModel(lidar_dim, GaussianModel(arrays["lidar_frame_mean"], arrays["lidar_frame_precision"]),
+                                GaussianModel(arrays["lidar_desc_mean"], arrays["lidar_desc_precision"]))
     if model_dir is not None:
         _check_model(doc, Path(model_dir), where)
     shrink = doc["shrinkage"]
     known = {"format_version", "classes", "feature_dim", "embedding_dim", "descriptor_dim", "shrinkage", "tpr",
-             "thresholds", "frame_norm", "stats_sha256", "geometry_dim", "geometry_norm"}
+             "thresholds", "frame_norm", "stats_sha256", "geometry_dim", "geometry_norm", "lidar_embedding_dim"}
     return OodStats(
         classes=tuple(doc["classes"]),
         detection=GaussianModel(arrays["det_means"], arrays["det_precision"], float(shrink.get("detection", 0.0))),
@@ -248,5 +278,5 @@ def load_stats(ood_dir: str | Path, model_dir: str | Path | None = None) -> OodS
         descriptor=GaussianModel(arrays["desc_mean"], arrays["desc_precision"], float(shrink.get("descriptor", 0.0))),
         descriptor_fill=arrays["desc_fill"][0],
         frame_norm=frame_norm, thresholds=thresholds, tpr=_finite_number(doc, "tpr", where),
-        meta={k: v for k, v in doc.items() if k not in known}, geometry=geometry,
+        meta={k: v for k, v in doc.items() if k not in known}, geometry=geometry, lidar=lidar,
     )
