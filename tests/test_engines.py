@@ -294,6 +294,12 @@ def test_default_backend_prefers_exact_parity_unless_an_approximate_one_is_clear
     assert choose_default({**base, "onnxruntime-int8": r(60.0, "Car 3D AP loss 0.40 (max 1.0)")}) == "onnxruntime-int8"
     assert choose_default({"onnxruntime-int8": r(60.0, "detections agree (AP not compared)")}) == "onnxruntime-int8"
     assert choose_default({}) is None
+    # the network stage decides when it was timed: the stages around it are the same code for every backend
+    staged = {"onnxruntime": {**r(83.0, "exact parity"), "stages": {"network": {"p50": 48.0}}},
+              "onnxruntime-int8": {**r(80.0, "Car 3D AP loss 0.41 (max 1.0)"), "stages": {"network": {"p50": 36.5}}}}
+    assert choose_default(staged) == "onnxruntime-int8"
+    staged["onnxruntime-int8"]["stages"]["network"]["p50"] = 46.0
+    assert choose_default(staged) == "onnxruntime"
 
 
 def test_bench_rounds_take_the_median_and_keep_the_measured_ap():
