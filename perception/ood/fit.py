@@ -1,7 +1,8 @@
 """Fit OOD statistics: Gaussians on training-split features, thresholds at 95 % TPR on validation.
 
-Training data are the detector's training cache (``data/cache/<model>/train_*``, no simulation needed)
-or, without it, freshly simulated ``train`` frames; validation is the ``val`` cache or ``sim:val``.
+Training and validation data are the detector's caches of simulated samples (``data/cache/<model>/train_*``,
+``val_*``, no simulation needed); a split with fewer cached samples than asked for is simulated into a cache of
+that size first (and kept).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from perception.detector.api import FusionDetector
 from perception.detector.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from perception.detector.config import DetectorConfig
 from perception.errors import DataError
-from perception.ood.collect import FeatureSet, collect_frames, collect_samples, load_detector
+from perception.ood.collect import FeatureSet, collect_samples, load_detector
 from perception.ood.gaussian import GaussianModel, fit_gaussian_model
 from perception.ood.metrics import threshold_at_tpr
 from perception.ood.monitor import LIDAR_FRAME_SCORES, OodMonitor, descriptor_dim
@@ -149,33 +150,33 @@ def _evenly(paths: list[Path], n: int) -> list[Path]:
 
 def split_features(detector: FusionDetector, cfg: DetectorConfig, split: str, n_frames: int,
                    camera: bool = True) -> tuple[FeatureSet, str]:
-    """Features of ``n_frames`` frames of ``split`` (train | val): from the training cache when present
-    (evenly spaced samples), otherwise simulated; ``camera=False`` runs them without their images.
-    Returns the set and a description of its source."""
+    """Features of ``n_frames`` frames of ``split`` (train | val), evenly spaced over the largest cache of
+    simulated samples of that split and seed (``data/cache/<model>/<split>_s<seed>_n<N>``, the training
+    cache); when it holds fewer than ``n_frames``, a cache of ``n_frames`` is simulated (and kept) first.
+    ``camera=False`` runs the frames without their images. Returns the set and a description of its source."""
+    from perception.detector.data import build_cache
     from perception.detector.train import cache_dir
-
-    root = cache_dir(cfg, split)
-    if not root.is_dir():  # a cache of the same split and seed but another size holds the same kind of frames
-        others = sorted(root.parent.glob(f"{split}_s{cfg.train.seed}_n*"), key=lambda p: len(list(p.glob("*.npz"))))
-        root = others[-1] if others else root
-    paths = sorted(p for p in root.glob("*.npz") if not p.name.endswith(".tmp.npz")) if root.is_dir() else []
-    if paths:
-        chosen = _evenly(paths, n_frames)
-        log.info("%s features from %d cached samples in %s", split, len(chosen), root)
-        return (collect_samples(detector, chosen, desc=f"ood {split}{'' if camera else ' (no camera)'}", camera=camera),
-                f"cache:{root.name} ({len(chosen)} frames)")
     from perception.eval.evaluate import DEFAULT_RIG
     from perception.rig import Rig
-    from perception.sim import iter_split
 
-    log.info("no cache at %s; simulating %d %s frames", root, n_frames, split)
     t = cfg.train
-    frames = iter_split(Rig.from_yaml(DEFAULT_RIG), split, n_frames, seed=t.seed, frames_per_drive=t.frames_per_drive)
-    return (collect_frames(detector, frames, n_frames, desc=f"ood {split}{'' if camera else ' (no camera)'}",
-                           camera=camera), f"sim:{split} ({n_frames} frames)")
+    caches = [cache_dir(cfg, split), *cache_dir(cfg, split).parent.glob(f"{split}_s{t.seed}_n*")]
+    best, paths = None, []
+    for root in caches:
+        found = sorted(p for p in root.glob("*.npz") if not p.name.endswith(".tmp.npz")) if root.is_dir() else []
+        if len(found) > len(paths):
+            best, paths = root, found
+    if len(paths) < n_frames:
+        best = cache_dir(cfg, split).parent / f"{split}_s{t.seed}_n{n_frames}"
+        log.info("%d cached %s samples, %d asked for: simulating into %s", len(paths), split, n_frames, best)
+        paths = build_cache(best, Rig.from_yaml(DEFAULT_RIG), split, n_frames, t.seed, cfg.model, t.frames_per_drive)
+    chosen = _evenly(paths, n_frames)
+    log.info("%s features from %d cached samples in %s", split, len(chosen), best)
+    desc = f"ood {split}{'' if camera else ' (no camera)'}"
+    return collect_samples(detector, chosen, desc=desc, camera=camera), f"cache:{best.name} ({len(chosen)} frames)"
 
 
-def fit_model_dir(model_dir: str | Path, train_frames: int = 1000, val_frames: int = 100,
+def fit_model_dir(model_dir: str | Path, train_frames: int = 1000, val_frames: int = 400,
                   min_score: float = DEFAULT_MIN_SCORE, tpr: float = 0.95,
                   detector: FusionDetector | None = None) -> OodStats:
     """Run the model in ``model_dir`` over train/val data and fit its OOD statistics (not saved)."""
