@@ -315,3 +315,20 @@ def test_bench_rounds_take_the_median_and_keep_the_measured_ap():
     assert [r["network_p50_ms"] for r in merged["rounds"]] == [40.0, 60.0, 42.0]
     failed = {"backend": "x", "error": "boom"}
     assert merge_rounds([failed]) == failed
+
+
+def test_same_detections_ignores_the_order_of_near_tied_scores():
+    from perception.engines.parity import same_detections
+    from perception.frame import Box3D, Detection
+
+    def det(x: float, score: float, label: str = "Car") -> Detection:
+        return Detection(box=Box3D(label, [x, 2.0, -1.0], [3.9, 1.6, 1.5], 0.1), score=score, probability=score,
+                         covariance=np.eye(7))
+
+    a = [det(10.0, 0.500001), det(20.0, 0.5)]
+    b = [det(20.0, 0.500001), det(10.0, 0.5)]  # the other engine ranks the two the other way round
+    assert same_detections(a, b) == (True, 0.0)
+    same, err = same_detections(a, [det(10.0, 0.5), det(25.0, 0.5)])
+    assert not same and err == pytest.approx(5.0)
+    assert not same_detections(a, [det(10.0, 0.5), det(20.0, 0.5, "Cyclist")])[0]
+    assert not same_detections(a, a[:1])[0]

@@ -195,3 +195,29 @@ def test_bench_measures_each_backend_and_picks_a_default(exported, sim_frames, t
     assert doc["default_backend"] == fastest
     saved = json.loads((art.export_dir(exported) / art.ENGINES_FILE).read_text())
     assert saved["default_backend"] == fastest == default_backend(exported)
+
+
+def test_inference_form_is_the_same_function_with_a_fused_pillar_net(sim_frames) -> None:
+    """What is exported (BatchNorm folded into the pillar net, padding by a validity column, ReLU after the max)
+    gives the trained network's outputs, also when the padded rows hold garbage instead of zeros."""
+    from perception.detector.lidar import FusedPillarFeatureNet
+    from perception.engines.export import inference_form
+
+    model = Path(__file__).resolve().parents[1] / "models" / "fusion_default"
+    if not (model / "weights.safetensors").is_file():
+        pytest.skip("models/fusion_default not present")
+    net, cfg, _ = load_model(model)
+    net.eval()
+    deployed = inference_form(net)
+    assert isinstance(deployed.pfn, FusedPillarFeatureNet) and not isinstance(net.pfn, FusedPillarFeatureNet)
+    inputs = frame_inputs(sim_frames[1][:1], cfg)[0]
+    args = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()}
+    with torch.inference_mode():
+        ref, out = net(**args), deployed(**args)
+        for name in ("heatmap", "boxes", "logits", "query_features", "frame_embedding"):
+            torch.testing.assert_close(getattr(out, name), getattr(ref, name), rtol=1e-4, atol=1e-4)
+        feats, num = args["pillar_features"].clone(), args["num_points"]
+        pad = torch.arange(feats.shape[1])[None, :] >= num[:, None]
+        feats[pad] = 7.0  # padding is zeros by contract; the fused net must not depend on it
+        torch.testing.assert_close(deployed.pfn(feats, num), net.pfn(args["pillar_features"], num),
+                                   rtol=1e-5, atol=1e-5)

@@ -37,6 +37,29 @@ class PillarFeatureNet(nn.Module):
         return (x * valid[..., None]).amax(dim=1)
 
 
+class FusedPillarFeatureNet(nn.Module):
+    """Inference form of a trained :class:`PillarFeatureNet` for export: the same function, less work.
+
+    BatchNorm is folded into the linear layer, its shift moved into a weight on an appended validity column
+    (1 for a real point, 0 for padding), so padded rows give exactly 0 before the max instead of being masked
+    over all ``C`` output channels afterwards; the ReLU runs after the max (``max relu = relu max``).
+    """
+
+    def __init__(self, pfn: PillarFeatureNet) -> None:
+        super().__init__()
+        bn = pfn.norm
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        shift = bn.bias - bn.running_mean * scale
+        self.register_buffer("weight", torch.cat([pfn.linear.weight * scale[:, None], shift[:, None]], 1).detach())
+
+    def forward(self, features: torch.Tensor, num_points: torch.Tensor) -> torch.Tensor:
+        """(P, M, 9) padded point features, (P,) counts → (P, C) pillar features."""
+        m = features.shape[1]
+        valid = (torch.arange(m, device=features.device)[None, :] < num_points[:, None]).to(features.dtype)
+        x = torch.cat([features * valid[..., None], valid[..., None]], -1) @ self.weight.t()
+        return torch.relu(x.amax(dim=1))
+
+
 def scatter_to_bev(pillar_feats: torch.Tensor, coords: torch.Tensor, batch_size: int, nx: int, ny: int) -> torch.Tensor:
     """Place (P, C) pillar features at (P, 3) ``(batch, iy, ix)`` coords on a (B, C, ny, nx) canvas."""
     c = pillar_feats.shape[1]
