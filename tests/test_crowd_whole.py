@@ -130,3 +130,27 @@ def test_extending_a_finished_run_matches_training_from_scratch_and_resumes_insi
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-6), key
     assert not torch.allclose(a["head.weight"], c["head.weight"])  # the whole stage did change the weights
+
+
+@needs_data
+def test_model_card_describes_the_whole_frame_stage_and_the_recipe_search(tmp_path: Path) -> None:
+    from perception.crowd.checkpoint import load_crowd_model
+    from perception.crowd.data import load_split
+    from perception.crowd.evaluate import evaluate_samples
+    from perception.crowd.model_card import write_model_card
+
+    threads = torch.get_num_threads()
+    try:
+        cfg = _cfg()
+        train_mod.train_crowd(cfg, tmp_path / "m", progress=False)
+        net, cfg, interval = load_crowd_model(tmp_path / "m")
+        test = evaluate_samples(net, interval, load_split(cfg.data, cfg.model.max_side)["test"][:3])
+    finally:
+        torch.set_num_threads(threads)
+    runs = [{"run": "r9", "recipe": "crop stage + whole frames", "steps": 7, "cpu_min": 0.1, "val_mae": 3.21,
+             "train_mae": 1.5, "train_corr": 0.9, "note": "shipped"}]
+    text = write_model_card(tmp_path / "m", test, runs=runs).read_text()
+    assert "4 steps on **whole** training frames (batch 2, zoomed in by a random factor in [1, 1.3]" in text
+    assert "equal-weight average of the whole-frame stage's weights over its last 50% steps" in text
+    assert "| r9 | crop stage + whole frames | 7 | 0.1 | 3.21 | 1.50 (0.90) | shipped |" in text
+    assert f"| **all** | 3 | {test['mae']:.2f} |" in text

@@ -33,6 +33,15 @@ def _selection_text(train: dict, t) -> str:
     """How the shipped weights were chosen, from ``training.json``."""
     kind = str(train["shipped"])
     ema = f"an exponential moving average of the weights (decay {t.ema_decay})" if t.ema_decay > 0 else "the weights"
+    if kind.startswith("whole_average"):
+        start = "best-validation" if "best_val" in kind else "final"
+        whole = [h for h in train["history"] if h.get("stage") == "whole"]
+        spread = (f" (val MAE of the running weights at its {len(whole)} evaluations: "
+                  f"{min(h['val_mae'] for h in whole):.2f}-{max(h['val_mae'] for h in whole):.2f}; monitored, "
+                  "not used to choose anything)") if whole else ""
+        return (f"The whole-frame stage starts from the {start} {ema} of the crop stage; shipped: the equal-weight "
+                f"average of the whole-frame stage's weights over its last {1 - t.whole_average_from:.0%} "
+                f"steps{spread}, val MAE {train['final_val_mae']:.2f}.")
     if kind.startswith("best_val"):
         return (f"Validation MAE of {ema} every {t.eval_every} steps; shipped: the weights at step "
                 f"{train['best_step']}, best mean val MAE over the last {t.select_window} evaluation(s) "
@@ -45,10 +54,24 @@ def _selection_text(train: dict, t) -> str:
 
 def _steps_text(cfg: CrowdConfig, train: dict) -> str:
     sim_steps = int(train.get("sim_steps", 0))
-    if not sim_steps:
-        return f"{train['steps']} steps"
-    return (f"{sim_steps} pre-training steps on the simulated scenes (lr {cfg.sim.lr}) then "
-            f"{train['steps'] - sim_steps} steps on the real training images")
+    whole = int(train.get("whole_steps", 0))
+    crop_steps = train["steps"] - sim_steps - whole
+    text = f"{crop_steps} steps" if not sim_steps else (
+        f"{sim_steps} pre-training steps on the simulated scenes (lr {cfg.sim.lr}) then "
+        f"{crop_steps} steps on the real training images")
+    return text + f" of batch {cfg.train.batch_size}" + (_whole_text(cfg) if whole else "")
+
+
+def _whole_text(cfg: CrowdConfig) -> str:
+    t = cfg.train
+    count_w = t.count_loss_weight if t.whole_count_loss_weight < 0 else t.whole_count_loss_weight
+    zoom = f", zoomed in by a random factor in [1, {t.whole_scale_max}] and cropped back to the frame size" if (
+        t.whole_scale_max > 1) else ""
+    bn = ("BatchNorm statistics recomputed on the whole training frames and their mirror images, then frozen (so "
+          "the training forward pass is the inference one)" if t.whole_freeze_bn else "BatchNorm in training mode")
+    return (f", then a final stage of {t.whole_steps} steps on **whole** training frames (batch "
+            f"{t.whole_batch_size}{zoom}, flips and colour jitter; constant lr {t.whole_lr} after a "
+            f"{t.whole_warmup_steps}-step warm-up; count-loss weight {count_w}; {bn})")
 
 
 def constant_baseline(root: str | Path, split: dict[str, list[str]]) -> dict[str, float]:
@@ -91,9 +114,22 @@ def _sim_text(cfg: CrowdConfig) -> list[str]:
             f"Used as: {'; '.join(use)}.", ""]
 
 
+def runs_markdown(runs: list[dict]) -> str:
+    """Markdown table of recipe-search runs: dicts with ``run``, ``recipe``, ``steps``, ``cpu_min``, ``val_mae``
+    and optional ``train_mae``, ``train_corr``, ``note``."""
+    lines = ["| run | recipe | steps | CPU min | val MAE | train-image MAE (corr) | note |",
+             "|---|---|---|---|---|---|---|"]
+    for r in runs:
+        fit = f"{r['train_mae']:.2f} ({r['train_corr']:.2f})" if "train_mae" in r else "-"
+        lines.append(f"| {r['run']} | {r['recipe']} | {r['steps']} | {r['cpu_min']:.1f} | {r['val_mae']:.2f} | "
+                     f"{fit} | {r.get('note', '')} |")
+    return "\n".join(lines)
+
+
 def write_model_card(model_dir: str | Path, test_report: dict, val_report: dict | None = None,
                      ablation: list[dict] | None = None, speed: dict | list[dict] | None = None,
-                     notes: list[str] | None = None, data_root: str | Path | None = None) -> Path:
+                     notes: list[str] | None = None, data_root: str | Path | None = None,
+                     runs: list[dict] | None = None) -> Path:
     """Compose the card from ``training.json``, the config and the given measured reports."""
     model_dir = Path(model_dir)
     cfg = CrowdConfig.from_yaml(model_dir / "config.yaml")
@@ -116,13 +152,14 @@ def write_model_card(model_dir: str | Path, test_report: dict, val_report: dict 
         f"{cfg.data.knn} nearest heads, clipped to [{cfg.data.sigma_min}, {cfg.data.sigma_max}] px), each "
         "renormalised inside the image so a map sums to its head count. Augmentation: scale "
         f"[{t.scale_min}, {t.scale_max}], random {t.crop}x{t.crop} crops, horizontal flips, brightness/contrast/"
-        f"saturation jitter +-{t.jitter}.", "",
+        f"saturation jitter +-{t.jitter}" + (" (crop stages); whole frames in the final stage." if t.whole_steps
+                                             else "."), "",
         "## Simulated scenes", "",
         *_sim_text(cfg),
         "## Training", "",
         f"`perception train-crowd --config models/crowd_default.yaml --out {model_dir}`: AdamW lr {t.lr} "
         f"({t.warmup_steps}-step linear warm-up, then cosine to 0, in each stage), "
-        + _steps_text(cfg, train) + f" of batch {t.batch_size}, seed {t.seed}, {t.threads} torch thread(s) on a "
+        + _steps_text(cfg, train) + f", seed {t.seed}, {t.threads} torch thread(s) on a "
         f"shared 2-core CPU: **{train['seconds'] / 60:.1f} min** wall clock"
         + (f" ({train['cpu_seconds'] / 60:.1f} min CPU)" if "cpu_seconds" in train else "")
         + f". Loss: {t.cell_loss_weight:g} x cell MSE + {t.count_loss_weight} x |crop count error| "
@@ -156,9 +193,15 @@ def write_model_card(model_dir: str | Path, test_report: dict, val_report: dict 
         f"weights were selected on the former; phi = {interval['phi']:.3f}). Empirical coverage on test: "
         f"**{test_report['coverage']:.0%}** (nominal {t.interval_level:.0%}).", "",
     ]
+    if runs:
+        out += ["## Recipe search", "",
+                "Every run of the search that chose this recipe, on validation and training-image fit only (the test "
+                "split was evaluated for the final candidate alone); CPU minutes on 1 thread of the shared CPU.", "",
+                runs_markdown(runs), ""]
     if ablation:
         out += ["## Ablation: attention variants, and simulated scenes or not", "",
-                f"The shipped recipe shortened ({ablation[0]['sim_steps']} simulated + {ablation[0]['steps']} real "
+                f"The crop stages of a recipe shortened ({ablation[0]['sim_steps']} simulated + "
+                f"{ablation[0]['steps']} real "
                 "image steps, `python -m perception.crowd.ablation`; the final weight average is evaluated, no "
                 "best-validation selection), same data and seed for every row; val = the 7 validation images, "
                 "test = the 10 held-out ones. With so few images, differences of a few counts are within noise.",
@@ -197,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--speed", type=Path, nargs="+", help="one or more benchmarks/crowd_speed.py --json files")
     p.add_argument("--notes", type=Path, help="text file, one known limit per line")
     p.add_argument("--data", type=Path, help="training source, for the constant-count baseline")
+    p.add_argument("--runs", type=Path, help="JSON list of recipe-search runs (see runs_markdown)")
     a = p.parse_args(argv)
 
     def load(path: Path | None):
@@ -206,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
 
     notes = [ln.strip() for ln in a.notes.read_text().splitlines() if ln.strip()] if a.notes else None
     print(write_model_card(a.model_dir, load(a.test), load(a.val), load(a.ablation), speed, notes,
-                           a.data))
+                           a.data, load(a.runs)))
     return 0
 
 
