@@ -3,6 +3,7 @@ checkpoint."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from safetensors.torch import load_file
 
 import perception.crowd.train as train_mod
 from perception.crowd.config import CrowdConfig
-from perception.crowd.crossval import fold_config, scene_folds, seed_from_sim_checkpoint
+from perception.crowd.crossval import fold_config, run_crossval, scene_folds, seed_from_sim_checkpoint
 from perception.crowd.data import list_names, scene_of, source_of, split_names
 from perception.errors import ModelError
 
@@ -83,3 +84,28 @@ def test_a_fold_started_from_a_shared_simulated_stage_checkpoint_trains_as_from_
     b = load_file(str(tmp_path / "seeded" / "weights.safetensors"))
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-6), key
+
+
+def test_crossval_holds_out_every_training_image_once_per_recipe_and_shares_the_crop_stages(tmp_path: Path) -> None:
+    a = _cfg(tmp_path / "sim")
+    a.sim.steps, a.train.sim_fraction, a.train.steps = 0, 0.0, 2
+    b = CrowdConfig.from_dict(a.to_dict())
+    b.train.whole_lr = 0.05
+    threads = torch.get_num_threads()
+    try:
+        report = run_crossval({"a": a, "b": b}, tmp_path / "cv", k=2, progress=False)
+        bad = CrowdConfig.from_dict(a.to_dict())
+        bad.train.lr = 0.5
+        with pytest.raises(ValueError, match="more than the whole-frame stage"):
+            run_crossval({"a": a, "bad": bad}, tmp_path / "cv2", k=2, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    train = split_names(list_names(CROWD), a.data)["train"]
+    assert set(report["recipes"]) == {"crop", "a", "b"}
+    for r in report["recipes"].values():
+        held = [n for run in r["runs"] for n in run["images"]]
+        assert sorted(held) == sorted(train) and r["n"] == len(train)
+    mae_a = report["recipes"]["a"]["fold_mae"]
+    assert mae_a != report["recipes"]["crop"]["fold_mae"] and mae_a != report["recipes"]["b"]["fold_mae"]
+    assert (tmp_path / "cv" / "fold1" / "b" / "weights.safetensors").is_file()
+    assert json.loads((tmp_path / "cv" / "crossval.json").read_text())["k"] == 2

@@ -1,11 +1,12 @@
-"""K-fold cross-validation of a crowd training recipe over the training scenes (split by scene, never by view).
+"""K-fold cross-validation of crowd training recipes over the training scenes (split by scene, never by view).
 
-Each fold trains the recipe on the other folds' training scenes and is validated on its own; the configured val and
-test scenes are left out of every fold run. The simulated pre-training stage never reads a real image, so the folds
-can start from one shared checkpoint written at its end (``--sim-checkpoint``: the ``checkpoint.pt`` of any run of
-the same recipe, copied when it was at step ``sim.steps``) instead of each running it again. Reported per fold and
-pooled over all held-out images: the MAE at the end of the crop stages (the moving average if the recipe keeps one)
-and of the shipped weights (after the whole-frame stage, when the recipe has one).
+Each fold trains a recipe on the other folds' training scenes and is validated on its own; the configured val and
+test scenes are left out of every fold run. Recipes that differ only in their whole-frame stage share each fold's
+crop stages (trained once), so comparing them costs one whole-frame stage per fold and recipe. The simulated
+pre-training stage never reads a real image, so the folds can start from one shared checkpoint written at its end
+(``--sim-checkpoint``: the ``checkpoint.pt`` of any run of the same recipe, copied when it was at step
+``sim.steps``) instead of each running it again. Reported per fold and pooled over all held-out images: the MAE of
+the crop-stage weights alone (recipe ``crop``) and of each recipe.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,7 @@ import torch
 from perception.crowd.checkpoint import load_crowd_model
 from perception.crowd.config import CrowdConfig
 from perception.crowd.data import list_names, load_split, scene_of, source_of, split_names
-from perception.crowd.train import CHECKPOINT_FILE, WHOLE_KEYS, evaluate_counts, train_crowd
+from perception.crowd.train import CHECKPOINT_FILE, WHOLE_KEYS, evaluate_counts, resumable, train_crowd
 from perception.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -74,48 +76,65 @@ def seed_from_sim_checkpoint(sim_checkpoint: str | Path, cfg: CrowdConfig, run_d
     torch.save(state, run_dir / CHECKPOINT_FILE)
 
 
-def run_crossval(cfg: CrowdConfig, out_root: str | Path, k: int = 4, seed: int = 0,
+def _evaluate_fold(run_dir: Path, c: CrowdConfig) -> dict:
+    net, _, _ = load_crowd_model(run_dir)
+    held = load_split(c.data, c.model.max_side)["val"]
+    preds, truths = evaluate_counts(net, held)
+    summary = json.loads((run_dir / "training.json").read_text())
+    return {"images": [s.name for s in held], "preds": preds, "truths": truths,
+            "mae": float(np.mean(np.abs(np.subtract(preds, truths)))), "cpu_seconds": summary["cpu_seconds"]}
+
+
+def run_crossval(variants: dict[str, CrowdConfig], out_root: str | Path, k: int = 4, seed: int = 0,
                  sim_checkpoint: str | Path | None = None, progress: bool = True) -> dict:
-    """Train and validate every fold (resuming finished or interrupted folds); returns and writes
-    ``<out_root>/crossval.json``."""
+    """Cross-validate recipes that share their crop stages and differ only in the whole-frame stage: per fold,
+    the crop stages are trained once (``<out_root>/fold<i>/crop``, also reported as the recipe ``crop``: its
+    final weights) and every variant's whole-frame stage extends that run (``fold<i>/<name>``). Finished or
+    interrupted runs resume. Returns and writes ``<out_root>/crossval.json``."""
     out_root = Path(out_root)
-    names = list_names(cfg.data.root)
-    folds = scene_folds(cfg, names, k, seed)
-    crop_end = cfg.sim.steps + cfg.train.steps
-    rows = []
+    first = next(iter(variants.values()))
+    crop_cfg = copy.deepcopy(first)
+    crop_cfg.train.whole_steps = 0
+    crop_end = crop_cfg.sim.steps + crop_cfg.train.steps
+    for name, v in variants.items():
+        if name == "crop" or not resumable(crop_cfg.to_dict(), v, crop_end):
+            raise ValueError(f"variant {name!r} differs from the others in more than the whole-frame stage")
+    folds = scene_folds(first, list_names(first.data.root), k, seed)
+    rows: dict[str, list[dict]] = {"crop": [], **{name: [] for name in variants}}
     for i, fold in enumerate(folds):
-        c = fold_config(cfg, fold)
-        run_dir = out_root / f"fold{i}"
-        if sim_checkpoint is not None and not (run_dir / CHECKPOINT_FILE).is_file():
-            seed_from_sim_checkpoint(sim_checkpoint, c, run_dir)
-        summary = train_crowd(c, run_dir, resume=True, progress=progress)
-        net, _, _ = load_crowd_model(run_dir)
-        held = load_split(c.data, c.model.max_side)["val"]
-        preds, truths = evaluate_counts(net, held)
-        crop = [h["val_mae"] for h in summary["history"] if h["step"] == crop_end and h["stage"] == "real"]
-        rows.append({"fold": i, "scenes": fold, "images": [s.name for s in held], "preds": preds, "truths": truths,
-                     "mae": float(np.mean(np.abs(np.subtract(preds, truths)))),
-                     "crop_stage_mae": crop[-1] if crop else None, "cpu_seconds": summary["cpu_seconds"],
-                     "shipped": summary["shipped"]})
-        log.info("fold %d (%s): MAE %.2f (crop stage end %s)", i, ", ".join(fold), rows[-1]["mae"],
-                 f"{crop[-1]:.2f}" if crop else "-")
-    n = [len(r["images"]) for r in rows]
-    report = {"k": k, "seed": seed, "folds": rows,
-              "mae": float(np.average([r["mae"] for r in rows], weights=n)),
-              "crop_stage_mae": (float(np.average([r["crop_stage_mae"] for r in rows], weights=n))
-                                 if all(r["crop_stage_mae"] is not None for r in rows) else None),
-              "cpu_seconds": float(sum(r["cpu_seconds"] for r in rows))}
+        c = fold_config(crop_cfg, fold)
+        crop_dir = out_root / f"fold{i}" / "crop"
+        if sim_checkpoint is not None and not (crop_dir / CHECKPOINT_FILE).is_file():
+            seed_from_sim_checkpoint(sim_checkpoint, c, crop_dir)
+        train_crowd(c, crop_dir, resume=True, progress=progress)
+        rows["crop"].append({"fold": i, "scenes": fold, **_evaluate_fold(crop_dir, c)})
+        for name, v in variants.items():
+            vc = fold_config(v, fold)
+            run_dir = out_root / f"fold{i}" / name
+            if v.train.whole_steps and not (run_dir / CHECKPOINT_FILE).is_file():
+                run_dir.mkdir(parents=True, exist_ok=True)
+                shutil.copy(crop_dir / CHECKPOINT_FILE, run_dir / CHECKPOINT_FILE)
+            train_crowd(vc, run_dir, resume=True, progress=progress)
+            rows[name].append({"fold": i, "scenes": fold, **_evaluate_fold(run_dir, vc)})
+        log.info("fold %d (%s): %s", i, ", ".join(fold),
+                 ", ".join(f"{name} MAE {r[-1]['mae']:.2f}" for name, r in rows.items()))
+    report = {"k": k, "seed": seed, "folds": [[r["fold"], r["scenes"]] for r in rows["crop"]], "recipes": {}}
+    for name, r in rows.items():
+        err = np.concatenate([np.subtract(x["preds"], x["truths"]) for x in r])
+        report["recipes"][name] = {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err ** 2).mean())),
+                                   "n": int(err.size), "fold_mae": [x["mae"] for x in r], "runs": r}
     out_root.mkdir(parents=True, exist_ok=True)
     (out_root / "crossval.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m perception.crowd.crossval --config C --out DIR [--k 4] [--sim-checkpoint CKPT]``."""
+    """``python -m perception.crowd.crossval --config C [C2 ...] --out DIR [--k 4] [--sim-checkpoint CKPT]``."""
     import argparse
 
     p = argparse.ArgumentParser(description=main.__doc__)
-    p.add_argument("--config", type=Path, default=Path("models/crowd_default.yaml"))
+    p.add_argument("--config", type=Path, nargs="+", default=[Path("models/crowd_default.yaml")],
+                   help="recipes that differ only in their whole-frame stage")
     p.add_argument("--out", type=Path, default=Path("out/crowd_crossval"))
     p.add_argument("--k", type=int, default=4)
     p.add_argument("--seed", type=int, default=0, help="seed of the fold assignment")
@@ -124,16 +143,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = CrowdConfig.from_yaml(a.config)
-    torch.set_num_threads(cfg.train.threads)
+    variants = {path.stem: CrowdConfig.from_yaml(path) for path in a.config}
+    torch.set_num_threads(next(iter(variants.values())).train.threads)
     if a.sim_checkpoint is not None and not a.sim_checkpoint.is_file():
         raise SystemExit(f"no such checkpoint: {a.sim_checkpoint}")
-    report = run_crossval(cfg, a.out, a.k, a.seed, a.sim_checkpoint, progress=not a.quiet)
-    for r in report["folds"]:
-        print(f"fold {r['fold']} ({len(r['images'])} images: {', '.join(r['scenes'])}): MAE {r['mae']:.2f}, "
-              f"crop-stage end {r['crop_stage_mae']}")
-    print(f"pooled MAE {report['mae']:.2f} (crop-stage end {report['crop_stage_mae']}), "
-          f"{report['cpu_seconds'] / 60:.1f} CPU min")
+    report = run_crossval(variants, a.out, a.k, a.seed, a.sim_checkpoint, progress=not a.quiet)
+    for i, scenes in report["folds"]:
+        print(f"fold {i}: {', '.join(scenes)}")
+    for name, r in report["recipes"].items():
+        print(f"{name}: pooled MAE {r['mae']:.2f} RMSE {r['rmse']:.2f} over {r['n']} images; per fold "
+              + ", ".join(f"{m:.2f}" for m in r["fold_mae"]))
     return 0
 
 
