@@ -148,9 +148,11 @@ def test_model_card_describes_the_whole_frame_stage_and_the_recipe_search(tmp_pa
     finally:
         torch.set_num_threads(threads)
     runs = [{"run": "r9", "recipe": "crop stage + whole frames", "steps": 7, "cpu_min": 0.1, "val_mae": 3.21,
-             "train_mae": 1.5, "train_corr": 0.9, "note": "shipped"}]
+             "train_mae": 1.5, "train_corr": 0.9, "note": "shipped"},
+            {"run": "cv", "recipe": "4 folds", "steps": 9, "cpu_min": 2.0, "val_mae": None, "cv_mae": 4.5}]
     text = write_model_card(tmp_path / "m", test, runs=runs).read_text()
     assert "4 steps on **whole** training frames (batch 2, zoomed in by a random factor in [1, 1.3]" in text
     assert "equal-weight average of the whole-frame stage's weights over its last 50% steps" in text
-    assert "| r9 | crop stage + whole frames | 7 | 0.1 | 3.21 | 1.50 (0.90) | shipped |" in text
+    assert "| r9 | crop stage + whole frames | 7 | 0.1 | 3.21 | - | 1.50 (0.90) | shipped |" in text
+    assert "| cv | 4 folds | 9 | 2.0 | - | 4.50 | - |  |" in text
     assert f"| **all** | 3 | {test['mae']:.2f} |" in text

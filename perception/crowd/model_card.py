@@ -116,12 +116,14 @@ def _sim_text(cfg: CrowdConfig) -> list[str]:
 
 def runs_markdown(runs: list[dict]) -> str:
     """Markdown table of recipe-search runs: dicts with ``run``, ``recipe``, ``steps``, ``cpu_min``, ``val_mae``
-    and optional ``train_mae``, ``train_corr``, ``note``."""
-    lines = ["| run | recipe | steps | CPU min | val MAE | train-image MAE (corr) | note |",
-             "|---|---|---|---|---|---|---|"]
+    and optional ``cv_mae``, ``train_mae``, ``train_corr``, ``note``."""
+    lines = ["| run | recipe | steps | CPU min | val MAE | CV MAE | train-image MAE (corr) | note |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in runs:
         fit = f"{r['train_mae']:.2f} ({r['train_corr']:.2f})" if "train_mae" in r else "-"
-        lines.append(f"| {r['run']} | {r['recipe']} | {r['steps']} | {r['cpu_min']:.1f} | {r['val_mae']:.2f} | "
+        cv = f"{r['cv_mae']:.2f}" if r.get("cv_mae") is not None else "-"
+        val = f"{r['val_mae']:.2f}" if r.get("val_mae") is not None else "-"
+        lines.append(f"| {r['run']} | {r['recipe']} | {r['steps']} | {r['cpu_min']:.1f} | {val} | {cv} | "
                      f"{fit} | {r.get('note', '')} |")
     return "\n".join(lines)
 
