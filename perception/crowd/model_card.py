@@ -39,8 +39,8 @@ def _selection_text(train: dict, t) -> str:
         spread = (f" (val MAE of the running weights at its {len(whole)} evaluations: "
                   f"{min(h['val_mae'] for h in whole):.2f}-{max(h['val_mae'] for h in whole):.2f}; monitored, "
                   "not used to choose anything)") if whole else ""
-        return (f"The whole-frame stage starts from the {start} {ema} of the crop stage; shipped: the equal-weight "
-                f"average of the whole-frame stage's weights over its last {1 - t.whole_average_from:.0%} "
+        return (f"The whole-frame stage starts from the crop stage's {start} weights ({ema}); shipped: the "
+                f"equal-weight average of the whole-frame stage's weights over its last {1 - t.whole_average_from:.0%} "
                 f"steps{spread}, val MAE {train['final_val_mae']:.2f}.")
     if kind.startswith("best_val"):
         return (f"Validation MAE of {ema} every {t.eval_every} steps; shipped: the weights at step "
@@ -183,16 +183,20 @@ def write_model_card(model_dir: str | Path, test_report: dict, val_report: dict 
                 f"{base['mae']:.2f}, RMSE {base['rmse']:.2f}.", ""]
     out += [_image_table(test_report), ""]
     if val_report is not None:
-        out += ["Validation split (used to select the weights and, with the training images, to fit the interval; "
-                "its numbers are optimistic):", "",
+        use = ("used to select the weights and, with the training images, to fit the interval; its numbers are "
+               "optimistic" if t.select_best and not t.whole_steps else
+               "not used to select the weights, which come from a fixed schedule; it decided which whole-frame "
+               "variants were cross-validated; used with the training images to fit the interval")
+        out += [f"Validation split ({use}):", "",
                 _metrics_table(val_report), ""]
     interval = json.loads((model_dir / "interval.json").read_text())
     out += [
         "## Count interval", "",
         f"count +- z sqrt(phi max(count, 1)) with z for {t.interval_level:.0%}; phi (over-dispersion) from "
         "split-conformal calibration of the normalised residuals |pred - gt| / sqrt(max(pred, 1)), the wider of "
-        f"the fits on the {len(split['val'])} validation and the {len(split['train'])} training images (the "
-        f"weights were selected on the former; phi = {interval['phi']:.3f}). Empirical coverage on test: "
+        f"the fits on the {len(split['val'])} validation and the {len(split['train'])} training images ("
+        + ("the weights were selected on the former; " if t.select_best and not t.whole_steps else "")
+        + f"phi = {interval['phi']:.3f}). Empirical coverage on test: "
         f"**{test_report['coverage']:.0%}** (nominal {t.interval_level:.0%}).", "",
     ]
     if runs:
