@@ -100,6 +100,9 @@ def _sim_text(cfg: CrowdConfig) -> list[str]:
     s, t = cfg.sim, cfg.train
     if not s.steps and not t.sim_fraction:
         return ["No simulated scenes were used.", ""]
+    from perception.crowd.sim_scenes import SimCrowdOptions
+
+    opts = SimCrowdOptions(people_max=s.people_max)
     use = []
     if s.steps:
         use.append(f"{s.steps} pre-training steps on them alone")
@@ -108,8 +111,10 @@ def _sim_text(cfg: CrowdConfig) -> list[str]:
     return [f"{s.scenes} scenes (seed {s.seed}, 0-{s.people_max} pedestrians) rendered by "
             "`perception/crowd/sim_scenes.py`: Open3D `RaycastingScene` ray casting of platforms, squares and "
             "sidewalks with buildings, trees, poles, benches and kiosks, pedestrians from "
-            "`perception.sim.meshes.pedestrian_mesh` alone, in groups and in queues, a camera 2.5-14 m up "
-            "tilted 6-55 degrees down, sun with shadow rays or overcast light, exposure, blur and noise; a head "
+            "`perception.sim.meshes.pedestrian_mesh` alone, in groups and in queues, a camera "
+            f"{opts.cam_height[0]:g}-{opts.cam_height[1]:g} m up tilted {opts.pitch_deg[0]:g}-{opts.pitch_deg[1]:g} "
+            f"degrees down, people within {opts.max_range:g} m, sun with shadow rays or overcast light, exposure, "
+            "blur and noise; a head "
             "counts only when the ray to its centre hits that head first (occluded people are not labelled). "
             f"Used as: {'; '.join(use)}.", ""]
 
