@@ -36,6 +36,7 @@ def _short_config(cfg: CrowdConfig, attention: str, with_sim: bool, steps: int, 
     c.train.crop = crop
     c.train.cell_loss_weight = cfg.train.cell_loss_weight * (crop / cfg.train.crop) ** 2  # same per-crop sum
     c.train.select_best = False
+    c.train.whole_steps = 0  # the crop stages only
     c.train.eval_every = max(1, (c.sim.steps + steps) // 4)
     c.train.checkpoint_every = max(1, (c.sim.steps + steps) // 4)
     c.train.warmup_steps = min(c.train.warmup_steps, max(1, steps // 10))

@@ -127,6 +127,17 @@ class CrowdTrainConfig:
     select_window: int = 1  # best-validation selection uses the mean val MAE of the last this many evaluations
     select_after: int = 0  # real-stage evaluations before this step are never selected (near-constant predictors)
     recalibrate_bn: bool = False  # at the end, BatchNorm statistics from the whole real training images
+    # Final stage on whole training frames (what inference sees), after the crop stages; 0 = none. It starts from
+    # the crop stage's shipped weights (EMA / best-val / final), runs at a constant ``whole_lr`` and ships the
+    # equal-weight average of its weights from ``whole_average_from`` (a fraction of the stage) on.
+    whole_steps: int = 0
+    whole_batch_size: int = 2
+    whole_lr: float = 2e-4
+    whole_warmup_steps: int = 10
+    whole_scale_max: float = 1.0  # random zoom in [1, this] and a crop back to the frame size (no padding)
+    whole_count_loss_weight: float = -1.0  # < 0: count_loss_weight
+    whole_freeze_bn: bool = True  # BatchNorm statistics from the whole training frames, frozen during the stage
+    whole_average_from: float = 0.5
 
     def validate(self, where: str) -> None:
         """Raise ConfigError on out-of-range values."""
@@ -150,6 +161,13 @@ class CrowdTrainConfig:
             raise ConfigError("need select_window >= 1 and select_after >= 0", f"{where}:train.select_window")
         if not 0.0 <= self.sim_fraction < 1.0:
             raise ConfigError("sim_fraction must be in [0, 1)", f"{where}:train.sim_fraction")
+        if self.whole_steps < 0 or self.whole_batch_size < 1 or self.whole_warmup_steps < 0:
+            raise ConfigError("need whole_steps >= 0, whole_batch_size >= 1 and whole_warmup_steps >= 0",
+                              f"{where}:train.whole_steps")
+        if self.whole_lr <= 0 or self.whole_scale_max < 1.0:
+            raise ConfigError("need whole_lr > 0 and whole_scale_max >= 1", f"{where}:train.whole_lr")
+        if not 0.0 <= self.whole_average_from < 1.0:
+            raise ConfigError("whole_average_from must be in [0, 1)", f"{where}:train.whole_average_from")
 
 
 @dataclass

@@ -154,12 +154,55 @@ class Augmenter:
         dens = render_density(pts, sig, self.crop, self.crop)
         if rng.random() < 0.5:
             img, dens = img[:, ::-1], dens[:, ::-1]
-        j = self.jitter
-        if j > 0:
-            img = img * rng.uniform(1 - j, 1 + j)  # brightness
-            mean = img.mean()
-            img = (img - mean) * rng.uniform(1 - j, 1 + j) + mean  # contrast
-            grey = img.mean(axis=2, keepdims=True)
-            img = (img - grey) * rng.uniform(1 - j, 1 + j) + grey  # saturation
-        img = np.clip(img, 0.0, 1.0)
+        img = colour_jitter(img, self.jitter, rng)
+        return np.ascontiguousarray(img.transpose(2, 0, 1)), sum_pool(np.ascontiguousarray(dens), self.stride)
+
+
+def colour_jitter(img: np.ndarray, jitter: float, rng: np.random.Generator) -> np.ndarray:
+    """Random brightness, contrast and saturation factors in [1 - jitter, 1 + jitter]; result clipped to [0, 1]."""
+    j = jitter
+    if j > 0:
+        img = img * rng.uniform(1 - j, 1 + j)  # brightness
+        mean = img.mean()
+        img = (img - mean) * rng.uniform(1 - j, 1 + j) + mean  # contrast
+        grey = img.mean(axis=2, keepdims=True)
+        img = (img - grey) * rng.uniform(1 - j, 1 + j) + grey  # saturation
+    return np.clip(img, 0.0, 1.0)
+
+
+class WholeFrameAugmenter:
+    """Whole frames as inference sees them (the size cut down to a multiple of the stride), optionally zoomed in by
+    a random factor in [1, ``zoom_max``] and cropped back to the frame size at a random place (never padded), with
+    horizontal flips and colour jitter -> (image, stride-8 density target)."""
+
+    def __init__(self, data_cfg: CrowdDataConfig, zoom_max: float, jitter: float, stride: int = 8) -> None:
+        self.cfg = data_cfg
+        self.zoom_max = zoom_max
+        self.jitter = jitter
+        self.stride = stride
+
+    def __call__(self, sample: CrowdSample, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """One augmented (3, H, W) frame and its (H/8, W/8) density target (H, W: the frame cut to multiples of 8)."""
+        h0, w0 = sample.image.shape[:2]
+        fh, fw = h0 - h0 % self.stride, w0 - w0 % self.stride
+        if fh < self.stride or fw < self.stride:
+            raise DataError(f"image {w0}x{h0} is smaller than the stride {self.stride}", sample.name)
+        s = rng.uniform(1.0, self.zoom_max) if self.zoom_max > 1.0 else 1.0
+        h, w = max(fh, round(h0 * s)), max(fw, round(w0 * s))
+        if (h, w) == (h0, w0):  # the frame itself, as inference sees it
+            img = sample.image.astype(np.float32) / (255.0 if sample.image.dtype == np.uint8 else 1.0)
+        else:
+            src = sample.image if sample.image.dtype == np.uint8 else (sample.image * 255).round().astype(np.uint8)
+            img = np.asarray(Image.fromarray(src).resize((w, h), Image.BILINEAR), dtype=np.float32) / 255.0
+        sx, sy = w / w0, h / h0
+        pts = sample.points * np.array([sx, sy])
+        y0 = int(rng.integers(0, h - fh + 1))
+        x0 = int(rng.integers(0, w - fw + 1))
+        img = img[y0:y0 + fh, x0:x0 + fw]
+        c = self.cfg
+        sig = adaptive_sigmas(pts, c.knn, c.sigma_beta, c.sigma_min, c.sigma_max, c.sigma_single) * np.sqrt(sx * sy)
+        dens = render_density(pts - np.array([x0, y0]), sig, fh, fw)
+        if rng.random() < 0.5:
+            img, dens = img[:, ::-1], dens[:, ::-1]
+        img = colour_jitter(img, self.jitter, rng)
         return np.ascontiguousarray(img.transpose(2, 0, 1)), sum_pool(np.ascontiguousarray(dens), self.stride)

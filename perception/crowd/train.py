@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from perception.crowd.checkpoint import load_training_state, save_crowd_model, save_training_state
 from perception.crowd.config import CrowdConfig
-from perception.crowd.data import Augmenter, CrowdSample, load_split
+from perception.crowd.data import Augmenter, CrowdSample, WholeFrameAugmenter, load_split
 from perception.crowd.interval import fit_interval, wider
 from perception.crowd.model import CrowdNet
 from perception.crowd.predict import pad_to_stride, predict_density
@@ -101,6 +101,58 @@ def ema_update(ema: CrowdNet, net: CrowdNet, decay: float) -> None:
             ema_state[k].copy_(v)
 
 
+#: ``train`` keys of the whole-frame stage: a finished crop-stage checkpoint resumes under a config that differs
+#: only in these (the whole-frame stage is added to, or changed on, a finished run).
+WHOLE_KEYS = ("whole_steps", "whole_batch_size", "whole_lr", "whole_warmup_steps", "whole_scale_max",
+              "whole_count_loss_weight", "whole_freeze_bn", "whole_average_from")
+
+
+def resumable(saved: dict, cfg: CrowdConfig, step: int) -> bool:
+    """True when a checkpoint written at ``step`` under config ``saved`` (a ``to_dict``) can go on under ``cfg``:
+    the same config, or one that differs only in the whole-frame stage keys while the checkpoint has not
+    entered that stage yet."""
+    now = cfg.to_dict()
+    if saved == now:
+        return True
+    strip = [{**d, "train": {k: v for k, v in d["train"].items() if k not in WHOLE_KEYS}} for d in (saved, now)]
+    return strip[0] == strip[1] and step <= cfg.sim.steps + cfg.train.steps
+
+
+def set_train_mode(net: CrowdNet, freeze_bn: bool) -> None:
+    """Training mode; with ``freeze_bn`` the BatchNorm layers stay in eval mode (their running statistics are
+    used and kept), so the training forward pass is the inference one."""
+    net.train()
+    if freeze_bn:
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.eval()
+
+
+def density_loss(pred: torch.Tensor, target: torch.Tensor, cell_weight: float, count_weight: float) -> torch.Tensor:
+    """``cell_weight`` x mean squared cell error + ``count_weight`` x mean |count error| per image."""
+    return cell_weight * torch.mean((pred - target) ** 2) + count_weight * torch.mean(
+        torch.abs(pred.sum(dim=(1, 2, 3)) - target.sum(dim=(1, 2, 3))))
+
+
+def whole_frame_step(net: CrowdNet, pairs: list[tuple[np.ndarray, np.ndarray]], cfg: CrowdConfig) -> torch.Tensor:
+    """Loss of one whole-frame batch (frames of different sizes go through one at a time). The cell term has the
+    per-cell weight of the crop stage (``cell_loss_weight / (crop / 8)^2``), so it is the sum of squared cell
+    errors over the frame when ``cell_loss_weight`` = (crop / 8)^2."""
+    tc = cfg.train
+    per_cell = tc.cell_loss_weight / (tc.crop / 8) ** 2
+    count_w = tc.count_loss_weight if tc.whole_count_loss_weight < 0 else tc.whole_count_loss_weight
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, (img, _) in enumerate(pairs):
+        groups.setdefault(img.shape, []).append(i)
+    total = torch.zeros(())
+    for idx in groups.values():
+        x = torch.from_numpy(np.stack([pairs[i][0] for i in idx]))
+        y = torch.from_numpy(np.stack([pairs[i][1] for i in idx]))[:, None]
+        cells = y.shape[2] * y.shape[3]
+        total = total + density_loss(net(x), y, per_cell * cells, count_w) * (len(idx) / len(pairs))
+    return total
+
+
 def train_crowd(cfg: CrowdConfig, out_dir: str | Path, resume: bool = True, progress: bool = True) -> dict:
     """Pre-train on simulated scenes (``sim.steps``), train on the real training scenes (``train.steps``), keep
     the final weights (or, with ``train.select_best``, those of the real stage with the best smoothed validation
@@ -125,10 +177,11 @@ def train_crowd(cfg: CrowdConfig, out_dir: str | Path, resume: bool = True, prog
     loss_sum, loss_n = 0.0, 0  # mean training loss since the last evaluation
     best = {"mae": math.inf, "step": 0, "state": None}
     history: list[dict] = []
+    resume_state: dict | None = None
     if resume and ckpt.is_file():
         state = load_training_state(ckpt)
         saved_cfg = state["extra"].get("config")
-        if saved_cfg is not None and saved_cfg != cfg.to_dict():
+        if saved_cfg is not None and not resumable(saved_cfg, cfg, int(state["step"])):
             raise ModelError("checkpoint was written with another config; train afresh (--fresh) or elsewhere",
                              str(ckpt))
         try:
@@ -147,11 +200,12 @@ def train_crowd(cfg: CrowdConfig, out_dir: str | Path, resume: bool = True, prog
         elapsed = float(extra.get("seconds", 0.0))
         cpu_used = float(extra.get("cpu_seconds", 0.0))
         loss_sum, loss_n = float(extra.get("loss_sum", 0.0)), int(extra.get("loss_n", 0))
+        resume_state = state
         log.info("resumed from %s at step %d", ckpt, step)
     for group in opt.param_groups:
         group.setdefault("initial_lr", tc.lr)
     sim_steps = cfg.sim.steps
-    total = sim_steps + tc.steps
+    total = sim_steps + tc.steps  # end of the crop stages; the whole-frame stage follows
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: stage_lr_factor(s, cfg), last_epoch=step - 1)
     shipped = ema if ema is not None else net  # the weights that are evaluated, selected and saved
     n_sim_real = round(tc.batch_size * tc.sim_fraction)  # simulated crops in each real-stage batch
@@ -159,7 +213,7 @@ def train_crowd(cfg: CrowdConfig, out_dir: str | Path, resume: bool = True, prog
     net.train()
     start, cpu_start = time.time() - elapsed, time.process_time() - cpu_used
     train = split["train"]
-    bar = tqdm(total=total, initial=step, desc="train-crowd", disable=not progress)
+    bar = tqdm(total=total + tc.whole_steps, initial=step, desc="train-crowd", disable=not progress)
     while step < total:
         if step < sim_steps:
             chosen = [sim[i] for i in rng.integers(0, len(sim), size=tc.batch_size)]
@@ -170,11 +224,9 @@ def train_crowd(cfg: CrowdConfig, out_dir: str | Path, resume: bool = True, prog
         pairs = [aug(sample, rng) for sample in chosen]
         x = torch.from_numpy(np.stack([p[0] for p in pairs]))
         y = torch.from_numpy(np.stack([p[1] for p in pairs]))[:, None]
-        pred = net(x)
         # weighted cell MSE (``cell_loss_weight`` = (crop / 8)^2 makes it the per-crop sum of squared cell errors;
         # the old 64 made it ~0.15 at most, so the count term alone drove training) + a per-crop count L1 term
-        loss = tc.cell_loss_weight * torch.mean((pred - y) ** 2) + tc.count_loss_weight * torch.mean(
-            torch.abs(pred.sum(dim=(1, 2, 3)) - y.sum(dim=(1, 2, 3))))
+        loss = density_loss(net(x), y, tc.cell_loss_weight, tc.count_loss_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -211,10 +263,16 @@ def train_crowd(cfg: CrowdConfig, out_dir: str | Path, resume: bool = True, prog
                 "np_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "best": best,
                 "history": history, "seconds": time.time() - start, "loss_sum": loss_sum, "loss_n": loss_n,
                 "ema": ema.state_dict() if ema is not None else None})
-    bar.close()
-    seconds, cpu_seconds = time.time() - start, time.process_time() - cpu_start
     if tc.select_best and best["state"] is not None:
         shipped.load_state_dict(best["state"])
+    whole_avg: dict | None = None
+    if tc.whole_steps:
+        whole_avg, step = _whole_frame_stage(cfg, net, shipped, split, rng, ckpt, step, history, best, ema,
+                                             resume_state if resume_state and resume_state["step"] > total else None,
+                                             start, cpu_start, bar)
+        shipped.load_state_dict(whole_avg)
+    bar.close()
+    seconds, cpu_seconds = time.time() - start, time.process_time() - cpu_start
     if tc.recalibrate_bn:
         recalibrate_batchnorm(shipped, split["train"])
     shipped.eval()
@@ -229,8 +287,11 @@ def train_crowd(cfg: CrowdConfig, out_dir: str | Path, resume: bool = True, prog
     final_val_mae = _mae(preds, truths)
     shipped_kind = ("best_val" if tc.select_best and best["state"] is not None else "final") + (
         "_ema" if ema is not None else "")
+    if tc.whole_steps:
+        shipped_kind = f"whole_average_after_{shipped_kind}"
     after_sim = [h["val_mae"] for h in history if h["step"] == sim_steps and h.get("stage") == "sim"]
-    summary = {"steps": step, "sim_steps": sim_steps, "real_steps": tc.steps, "seconds": seconds,
+    summary = {"steps": step, "sim_steps": sim_steps, "real_steps": tc.steps, "whole_steps": tc.whole_steps,
+               "seconds": seconds,
                "cpu_seconds": cpu_seconds, "val_mae_after_sim": after_sim[-1] if after_sim else None,
                "best_step": best["step"], "best_val_mae": best["mae"],
                "final_val_mae": final_val_mae, "train_image_mae": _mae(train_preds, train_truths),
@@ -240,3 +301,78 @@ def train_crowd(cfg: CrowdConfig, out_dir: str | Path, resume: bool = True, prog
                "split": {k: [s.name for s in v] for k, v in split.items()}}
     (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _whole_frame_stage(cfg: CrowdConfig, net: CrowdNet, start_from: CrowdNet, split: dict, rng: np.random.Generator,
+                       ckpt: Path, step: int, history: list[dict], best: dict, ema: CrowdNet | None,
+                       state: dict | None, start: float, cpu_start: float, bar: tqdm) -> tuple[dict, int]:
+    """``train.whole_steps`` steps on whole training frames from ``start_from``'s weights (or resumed from
+    ``state``, a checkpoint inside this stage), at a constant learning rate after a short warm-up, with BatchNorm
+    statistics optionally taken from the whole frames and frozen. Returns the equal-weight average of the weights
+    from ``whole_average_from`` of the stage on (the final weights when that is empty) and the global step."""
+    tc = cfg.train
+    begin = cfg.sim.steps + tc.steps
+    end = begin + tc.whole_steps
+    avg_from = begin + int(tc.whole_average_from * tc.whole_steps)
+    train = split["train"]
+    aug = WholeFrameAugmenter(cfg.data, tc.whole_scale_max, tc.jitter)
+    opt = torch.optim.AdamW(net.parameters(), lr=tc.whole_lr, weight_decay=tc.weight_decay)
+    avg: dict | None = None
+    n_avg = 0
+    if state is None:
+        net.load_state_dict(start_from.state_dict())
+        if tc.whole_freeze_bn:
+            recalibrate_batchnorm(net, train)
+    else:
+        opt.load_state_dict(state["opt"])
+        avg, n_avg = state["extra"]["whole_avg"], int(state["extra"]["whole_n_avg"])
+    set_train_mode(net, tc.whole_freeze_bn)
+    probe = copy.deepcopy(net).eval()  # evaluates the running average
+    loss_sum, loss_n = 0.0, 0
+    if state is not None:
+        loss_sum, loss_n = float(state["extra"].get("loss_sum", 0.0)), int(state["extra"].get("loss_n", 0))
+    while step < end:
+        local = step - begin
+        for group in opt.param_groups:
+            group["lr"] = tc.whole_lr * min(1.0, (local + 1) / (tc.whole_warmup_steps + 1))
+        chosen = [train[i] for i in rng.integers(0, len(train), size=tc.whole_batch_size)]
+        loss = whole_frame_step(net, [aug(s, rng) for s in chosen], cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        loss_sum, loss_n = loss_sum + float(loss.detach()), loss_n + 1
+        if step > avg_from:
+            n_avg += 1
+            with torch.no_grad():
+                cur = net.state_dict()
+                if avg is None:
+                    avg = {k: v.detach().clone() for k, v in cur.items()}
+                else:
+                    for k, v in cur.items():
+                        if v.dtype.is_floating_point:
+                            avg[k].add_(v.detach() - avg[k], alpha=1.0 / n_avg)
+                        else:
+                            avg[k].copy_(v)
+        bar.update(1)
+        if step % tc.eval_every == 0 or step == end:
+            val_mae = _mae(*evaluate_counts(net, split["val"]))
+            entry = {"step": step, "stage": "whole", "loss": loss_sum / max(loss_n, 1), "val_mae": val_mae,
+                     "lr": opt.param_groups[0]["lr"]}
+            if avg is not None:
+                probe.load_state_dict(avg)
+                entry["val_mae_average"] = _mae(*evaluate_counts(probe, split["val"]))
+            history.append(entry)
+            set_train_mode(net, tc.whole_freeze_bn)
+            loss_sum, loss_n = 0.0, 0
+            bar.set_postfix(stage="whole", loss=f"{entry['loss']:.3f}", val_mae=f"{val_mae:.2f}")
+            log.info("step %d (whole frames): mean loss %.4f, val MAE %.2f (average of %d: %s)", step,
+                     entry["loss"], val_mae, n_avg, f"{entry.get('val_mae_average', float('nan')):.2f}")
+        if step % tc.checkpoint_every == 0 or step == end:
+            save_training_state(ckpt, net, opt, step, {
+                "config": cfg.to_dict(), "cpu_seconds": time.process_time() - cpu_start,
+                "np_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "best": best,
+                "history": history, "seconds": time.time() - start, "loss_sum": loss_sum, "loss_n": loss_n,
+                "ema": ema.state_dict() if ema is not None else None, "whole_avg": avg, "whole_n_avg": n_avg})
+    final = avg if avg is not None else {k: v.detach().clone() for k, v in net.state_dict().items()}
+    return final, step
