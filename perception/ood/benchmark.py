@@ -91,9 +91,7 @@ def summarize(results: list[ShiftScores], monitor: OodMonitor, camera: bool = Tr
         doc["units"][name] = level
         doc["auroc"][name] = {k: _metric(auroc, r.id_scores[k], r.ood_scores[k]) for k in r.ood_scores}
         doc["fpr95"][name] = {k: _metric(fpr_at_tpr, r.id_scores[k], r.ood_scores[k]) for k in r.ood_scores}
-        th = monitor.stats.thresholds[level]
-        if level == "frame" and not camera and "frame_lidar" in monitor.stats.thresholds:
-            th = {**th, **monitor.stats.thresholds["frame_lidar"]}
+        th = monitor.stats.thresholds_for(camera)[level]
         doc["ood_flagged"][name] = {k: round(float(np.mean(v > th[k])), 4) if len(v) else None
                                     for k, v in r.ood_scores.items() if k in th}
         doc["id_flagged"][level] = {k: round(float(np.mean(v > th[k])), 4) if len(v) else None

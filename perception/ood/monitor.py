@@ -157,11 +157,8 @@ class OodMonitor:
         """All scores of one frame's detections (features (N, D); logits (N, C) and geometry descriptors (N, K)
         optional) and embedding; ``camera=False`` when the network ran LiDAR-only."""
         det = self.detection_scores(features, logits, geometry, where)
-        lidar_only = not camera and self.stats.lidar is not None
-        thresholds = self.stats.thresholds
-        if lidar_only:
-            thresholds = {**thresholds, "frame": {**thresholds["frame"], **thresholds["frame_lidar"]}}
-        return OodResult(det, self.frame_scores(embedding, features, det, camera=camera), thresholds, lidar_only)
+        return OodResult(det, self.frame_scores(embedding, features, det, camera=camera),
+                         self.stats.thresholds_for(camera), lidar_only=not camera and self.stats.lidar is not None)
 
     def score_result(self, result: DetectionResult) -> OodResult:
         """Scores of a :class:`DetectionResult` (needs ``feature``/``logits`` on every detection)."""

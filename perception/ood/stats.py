@@ -93,6 +93,13 @@ class OodStats:
     geometry: GeometryModel | None = None  # point-geometry Gaussians (absent: no geometry scores)
     lidar: LidarFrameModel | None = None  # frame models of the embedding's LiDAR part (frames without camera)
 
+    def thresholds_for(self, camera: bool = True) -> dict[str, dict[str, float]]:
+        """The thresholds that apply to a frame; without its camera (and with LiDAR-part models), the frame
+        table takes the LiDAR part's ``frame_lidar`` thresholds for the scores they cover."""
+        if camera or self.lidar is None:
+            return self.thresholds
+        return {**self.thresholds, "frame": {**self.thresholds["frame"], **self.thresholds["frame_lidar"]}}
+
     def threshold(self, level: str, score: str) -> float:
         """Threshold of ``score`` at ``level`` ("detection" or "frame"); ConfigError when not fitted."""
         try:
