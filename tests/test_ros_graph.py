@@ -163,12 +163,17 @@ def replay(drive, bag_clouds, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("replay")
     with Probe(REPLAY_TOPICS, domain_id=DOMAIN) as probe:
         clouds: list[float] = []
-        probe.node.create_subscription(PointCloud2, LIDAR, lambda _m: clouds.append(time.monotonic()), sensor_qos())
         # wait_for_subscribers 3: the detector, sensor_health and this test's cloud subscriber (matched
         # subscriptions: the player starts only once all three can receive the first cloud).
         graph = Graph(tmp, "replay.launch.yaml", f"bag:={drive}", f"rate:={REPLAY_RATE}", "max_gap_s:=0.2",
                       "wait_for_subscribers:=3", "xai_period_s:=0.5", "crowd_rate_hz:=0.5")
         try:
+            # The cloud subscriber (and so the playback) comes only once this probe has discovered the detector's
+            # output: on a loaded machine the first answers were otherwise published before the probe matched.
+            assert probe.wait_for(lambda: probe.node.count_publishers("/perception/detections") > 0, STARTUP_S), \
+                graph.output()
+            probe.node.create_subscription(PointCloud2, LIDAR, lambda _m: clouds.append(time.monotonic()),
+                                           sensor_qos())
             assert graph.wait_for_output("subscriber(s) on /sensing/lidar/points: starting", STARTUP_S), graph.output()
             n = len(bag_clouds)
             probe.wait_for(lambda: len(probe.messages("/perception/detections")) >= n, n / (10 * REPLAY_RATE) + 15)
