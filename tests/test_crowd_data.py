@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 
 from perception.crowd.config import CrowdConfig, CrowdDataConfig
-from perception.crowd.data import Augmenter, CrowdSample, list_names, load_sample, scene_of, split_names
+from perception.crowd.data import (
+    Augmenter,
+    CrowdSample,
+    WholeFrameAugmenter,
+    list_names,
+    load_sample,
+    paste_people,
+    scene_of,
+    split_names,
+)
 from perception.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,3 +82,48 @@ def test_augmentation_keeps_heads_inside_the_crop() -> None:
     assert dens.shape == (16, 16)
     assert dens.sum() == pytest.approx(4.0, abs=1e-3)
     assert 0.0 <= img.min() and img.max() <= 1.0
+
+
+def test_paste_people_moves_heads_along_their_rows_and_keeps_the_count_exact() -> None:
+    rng = np.random.default_rng(3)
+    h, w = 120, 200
+    img = rng.random((h, w, 3)).astype(np.float32)
+    pts = np.array([[30.0, 40.0], [34.0, 44.0], [150.0, 80.0], [100.0, 20.0]])
+    before = img.copy(), pts.copy()
+    out, new = paste_people(img, pts, np.random.default_rng(0), patches=5, size=(16, 40))
+    np.testing.assert_array_equal(img, before[0])  # inputs untouched
+    np.testing.assert_array_equal(pts, before[1])
+    assert out.shape == img.shape and not np.array_equal(out, img)
+    assert ((new >= 0) & (new < [w, h])).all()
+    # every head is an original head or one copied along its row, carrying its neighbourhood's pixels with it
+    for x, y in new:
+        src = [p for p in pts if p[1] == y]
+        assert src, f"head at row {y} is not on the row of any original head"
+        assert any(np.allclose(out[int(y), int(x)], img[int(y), int(sx)]) or
+                   np.allclose(out[int(y), int(x)], img[int(y), int(np.ceil(sx)) - 1]) for sx, _ in src)
+    # pasting over heads removes them: a pasted copy of the only head covers nothing else
+    one, single = paste_people(img, pts[:1], np.random.default_rng(1), patches=1, size=(16, 16))
+    assert len(single) == 2 and (single[:, 1] == pts[0, 1]).all()
+
+
+def test_paste_people_without_heads_or_patches_is_the_identity() -> None:
+    img = np.zeros((64, 64, 3), np.float32)
+    out, pts = paste_people(img, np.zeros((0, 2)), np.random.default_rng(0), patches=4)
+    assert out is img and len(pts) == 0
+    p = np.array([[10.0, 10.0]])
+    out, pts = paste_people(img, p, np.random.default_rng(0), patches=0)
+    assert out is img and np.array_equal(pts, p)
+
+
+def test_augmenters_paste_only_when_asked_and_targets_match_the_new_count() -> None:
+    rng_img = np.random.default_rng(5)
+    pts = np.array([[40.0, 50.0], [120.0, 60.0], [200.0, 55.0]])
+    sample = CrowdSample("synthetic", rng_img.random((96, 256, 3)).astype(np.float32), pts, 3, 1.0)
+    whole = WholeFrameAugmenter(CrowdDataConfig(), zoom_max=1.0, jitter=0.0, paste_max=6)
+    counts = {round(float(whole(sample, np.random.default_rng(s))[1].sum())) for s in range(12)}
+    assert max(counts) > 3  # some frames got extra people, and each target sums to its own head count
+    crop = Augmenter(CrowdDataConfig(), crop=96, scale_min=1.0, scale_max=1.0, jitter=0.0, paste_max=6)
+    a = crop(sample, np.random.default_rng(7), paste=False)
+    b = Augmenter(CrowdDataConfig(), crop=96, scale_min=1.0, scale_max=1.0, jitter=0.0)(
+        sample, np.random.default_rng(7))
+    np.testing.assert_array_equal(a[0], b[0])  # paste=False: exactly the augmenter without copy-paste

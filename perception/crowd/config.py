@@ -116,6 +116,7 @@ class CrowdTrainConfig:
     scale_min: float = 0.7
     scale_max: float = 1.3
     jitter: float = 0.2
+    paste_max: int = 0  # copy-paste 0..paste_max patches of people into each real crop's frame (data.paste_people)
     count_loss_weight: float = 0.05
     cell_loss_weight: float = 64.0  # x mean squared error of the stride-8 density cells (crop/8)^2 = the per-crop sum
     eval_every: int = 100
@@ -138,6 +139,7 @@ class CrowdTrainConfig:
     whole_count_loss_weight: float = -1.0  # < 0: count_loss_weight
     whole_freeze_bn: bool = True  # BatchNorm statistics from the whole training frames, frozen during the stage
     whole_average_from: float = 0.5
+    whole_paste_max: int = 0  # copy-paste 0..this many patches of people into each whole training frame
 
     def validate(self, where: str) -> None:
         """Raise ConfigError on out-of-range values."""
@@ -166,6 +168,8 @@ class CrowdTrainConfig:
                               f"{where}:train.whole_steps")
         if self.whole_lr <= 0 or self.whole_scale_max < 1.0:
             raise ConfigError("need whole_lr > 0 and whole_scale_max >= 1", f"{where}:train.whole_lr")
+        if self.paste_max < 0 or self.whole_paste_max < 0:
+            raise ConfigError("need paste_max >= 0 and whole_paste_max >= 0", f"{where}:train.paste_max")
         if not 0.0 <= self.whole_average_from < 1.0:
             raise ConfigError("whole_average_from must be in [0, 1)", f"{where}:train.whole_average_from")
 

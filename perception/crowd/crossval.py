@@ -23,7 +23,7 @@ import torch
 from perception.crowd.checkpoint import load_crowd_model
 from perception.crowd.config import CrowdConfig
 from perception.crowd.data import list_names, load_split, scene_of, source_of, split_names
-from perception.crowd.train import CHECKPOINT_FILE, WHOLE_KEYS, evaluate_counts, resumable, train_crowd
+from perception.crowd.train import CHECKPOINT_FILE, REAL_STAGE_KEYS, WHOLE_KEYS, evaluate_counts, resumable, train_crowd
 from perception.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -61,14 +61,14 @@ def seed_from_sim_checkpoint(sim_checkpoint: str | Path, cfg: CrowdConfig, run_d
     real images, so the run goes on exactly as if it had pre-trained itself (only the logged val MAE after the
     simulated stage is the other run's)."""
     state = torch.load(sim_checkpoint, map_location="cpu", weights_only=False)
-    saved = CrowdConfig.from_dict(state["extra"]["config"], str(sim_checkpoint))
+    saved = CrowdConfig.from_dict(state["extra"]["config"], str(sim_checkpoint))  # keys added since: defaults
     if state["step"] != cfg.sim.steps or not cfg.sim.steps:
         raise ModelError(f"checkpoint is at step {state['step']}, not at the end of the simulated stage "
                          f"({cfg.sim.steps})", str(sim_checkpoint))
     a, b = saved.to_dict(), cfg.to_dict()
-    for d in (a, b):  # neither the split nor the (later) whole-frame stage matters before the real images
+    for d in (a, b):  # neither the split nor the (later) real-image stages matter before the real images
         d.pop("data")
-        d["train"] = {key: v for key, v in d["train"].items() if key not in WHOLE_KEYS}
+        d["train"] = {key: v for key, v in d["train"].items() if key not in WHOLE_KEYS + REAL_STAGE_KEYS}
     if a != b:
         raise ModelError("checkpoint was written with another recipe", str(sim_checkpoint))
     state["extra"]["config"] = cfg.to_dict()
@@ -86,11 +86,13 @@ def _evaluate_fold(run_dir: Path, c: CrowdConfig) -> dict:
 
 
 def run_crossval(variants: dict[str, CrowdConfig], out_root: str | Path, k: int = 4, seed: int = 0,
-                 sim_checkpoint: str | Path | None = None, progress: bool = True) -> dict:
+                 sim_checkpoint: str | Path | None = None, progress: bool = True,
+                 only_folds: list[int] | None = None) -> dict:
     """Cross-validate recipes that share their crop stages and differ only in the whole-frame stage: per fold,
     the crop stages are trained once (``<out_root>/fold<i>/crop``, also reported as the recipe ``crop``: its
     final weights) and every variant's whole-frame stage extends that run (``fold<i>/<name>``). Finished or
-    interrupted runs resume. Returns and writes ``<out_root>/crossval.json``."""
+    interrupted runs resume. ``only_folds`` trains just those folds (to spread the folds over processes; a last run
+without it collects them) and writes nothing. Returns and writes ``<out_root>/crossval.json``."""
     out_root = Path(out_root)
     first = next(iter(variants.values()))
     crop_cfg = copy.deepcopy(first)
@@ -102,6 +104,8 @@ def run_crossval(variants: dict[str, CrowdConfig], out_root: str | Path, k: int 
     folds = scene_folds(first, list_names(first.data.root), k, seed)
     rows: dict[str, list[dict]] = {"crop": [], **{name: [] for name in variants}}
     for i, fold in enumerate(folds):
+        if only_folds is not None and i not in only_folds:
+            continue
         c = fold_config(crop_cfg, fold)
         crop_dir = out_root / f"fold{i}" / "crop"
         if sim_checkpoint is not None and not (crop_dir / CHECKPOINT_FILE).is_file():
@@ -118,6 +122,8 @@ def run_crossval(variants: dict[str, CrowdConfig], out_root: str | Path, k: int 
             rows[name].append({"fold": i, "scenes": fold, **_evaluate_fold(run_dir, vc)})
         log.info("fold %d (%s): %s", i, ", ".join(fold),
                  ", ".join(f"{name} MAE {r[-1]['mae']:.2f}" for name, r in rows.items()))
+    if only_folds is not None:
+        return {"k": k, "seed": seed, "folds": [[r["fold"], r["scenes"]] for r in rows["crop"]], "recipes": {}}
     report = {"k": k, "seed": seed, "folds": [[r["fold"], r["scenes"]] for r in rows["crop"]], "recipes": {}}
     for name, r in rows.items():
         err = np.concatenate([np.subtract(x["preds"], x["truths"]) for x in r])
@@ -140,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the fold assignment")
     p.add_argument("--sim-checkpoint", type=Path, default=None,
                    help="checkpoint.pt of a run of this recipe at the end of its simulated stage")
+    p.add_argument("--folds", type=int, nargs="+", default=None,
+                   help="train only these folds (run the folds in several processes, then once without --folds)")
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -147,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(next(iter(variants.values())).train.threads)
     if a.sim_checkpoint is not None and not a.sim_checkpoint.is_file():
         raise SystemExit(f"no such checkpoint: {a.sim_checkpoint}")
-    report = run_crossval(variants, a.out, a.k, a.seed, a.sim_checkpoint, progress=not a.quiet)
+    report = run_crossval(variants, a.out, a.k, a.seed, a.sim_checkpoint, progress=not a.quiet, only_folds=a.folds)
     for i, scenes in report["folds"]:
         print(f"fold {i}: {', '.join(scenes)}")
     for name, r in report["recipes"].items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -125,18 +125,24 @@ def target_density(sample: CrowdSample, cfg: CrowdDataConfig) -> np.ndarray:
 
 
 class Augmenter:
-    """Random scale, crop, horizontal flip and colour jitter -> (image crop, stride-8 density target)."""
+    """Random copy-paste of people (:func:`paste_people`, on request), scale, crop, horizontal flip and colour
+    jitter -> (image crop, stride-8 density target)."""
 
     def __init__(self, data_cfg: CrowdDataConfig, crop: int, scale_min: float, scale_max: float, jitter: float,
-                 stride: int = 8) -> None:
+                 stride: int = 8, paste_max: int = 0) -> None:
         self.cfg = data_cfg
+        self.paste_max = paste_max
         self.crop = crop
         self.scale_range = (scale_min, scale_max)
         self.jitter = jitter
         self.stride = stride
 
-    def __call__(self, sample: CrowdSample, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """One augmented (3, crop, crop) image and its (crop/8, crop/8) density target."""
+    def __call__(self, sample: CrowdSample, rng: np.random.Generator,
+                 paste: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """One augmented (3, crop, crop) image and its (crop/8, crop/8) density target; with ``paste`` (and
+        ``paste_max`` > 0), 0 to ``paste_max`` patches of people are pasted into the frame first."""
+        if paste and self.paste_max > 0:
+            sample = pasted(sample, rng, self.paste_max)
         s = rng.uniform(*self.scale_range)
         h0, w0 = sample.image.shape[:2]
         h, w = max(self.crop, round(h0 * s)), max(self.crop, round(w0 * s))
@@ -173,16 +179,22 @@ def colour_jitter(img: np.ndarray, jitter: float, rng: np.random.Generator) -> n
 class WholeFrameAugmenter:
     """Whole frames as inference sees them (the size cut down to a multiple of the stride), optionally zoomed in by
     a random factor in [1, ``zoom_max``] and cropped back to the frame size at a random place (never padded), with
-    horizontal flips and colour jitter -> (image, stride-8 density target)."""
+    horizontal flips and colour jitter -> (image, stride-8 density target). Optional copy-paste of people
+    (:func:`paste_people`) comes first."""
 
-    def __init__(self, data_cfg: CrowdDataConfig, zoom_max: float, jitter: float, stride: int = 8) -> None:
+    def __init__(self, data_cfg: CrowdDataConfig, zoom_max: float, jitter: float, stride: int = 8,
+                 paste_max: int = 0) -> None:
         self.cfg = data_cfg
         self.zoom_max = zoom_max
+        self.paste_max = paste_max
         self.jitter = jitter
         self.stride = stride
 
     def __call__(self, sample: CrowdSample, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """One augmented (3, H, W) frame and its (H/8, W/8) density target (H, W: the frame cut to multiples of 8)."""
+        """One augmented (3, H, W) frame and its (H/8, W/8) density target (H, W: the frame cut to multiples of 8);
+        with ``paste_max`` > 0, 0 to ``paste_max`` patches of people are pasted into the frame first."""
+        if self.paste_max > 0:
+            sample = pasted(sample, rng, self.paste_max)
         h0, w0 = sample.image.shape[:2]
         fh, fw = h0 - h0 % self.stride, w0 - w0 % self.stride
         if fh < self.stride or fw < self.stride:
@@ -206,3 +218,50 @@ class WholeFrameAugmenter:
             img, dens = img[:, ::-1], dens[:, ::-1]
         img = colour_jitter(img, self.jitter, rng)
         return np.ascontiguousarray(img.transpose(2, 0, 1)), sum_pool(np.ascontiguousarray(dens), self.stride)
+
+
+def paste_people(image: np.ndarray, points: np.ndarray, rng: np.random.Generator, patches: int,
+                 size: tuple[int, int] = (16, 64)) -> tuple[np.ndarray, np.ndarray]:
+    """Copy-paste augmentation that keeps the head count exact and the perspective plausible: ``patches`` times,
+    a rectangle around a random annotated head (a random width in ``size``, 1.5-2.5x as tall, the head in its top
+    third) is copied, mirrored half the time, to another place on the **same rows** of the frame (where people
+    have the same apparent size), the emptiest of 8 random candidate places. The heads inside the copied
+    rectangle move with it; heads the pasted rectangle covers are removed. Returns a new (image, points); the
+    inputs are left untouched. No heads: no change."""
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if patches <= 0 or len(points) == 0:
+        return image, points
+    img = image.copy()
+    pts = points.copy()
+    h, w = img.shape[:2]
+    for _ in range(patches):
+        if len(pts) == 0:
+            break
+        hx, hy = pts[int(rng.integers(0, len(pts)))]
+        pw = int(min(rng.integers(size[0], size[1] + 1), w // 2))
+        ph = int(min(round(pw * rng.uniform(1.5, 2.5)), h))
+        x0 = int(np.clip(round(hx - pw / 2), 0, w - pw))
+        y0 = int(np.clip(round(hy - ph * rng.uniform(0.1, 0.33)), 0, h - ph))
+        free = [x for x in range(0, w - pw + 1) if abs(x - x0) >= pw]  # a place that does not overlap the source
+        if not free:
+            continue
+        cand = [free[int(i)] for i in rng.integers(0, len(free), size=8)]
+        nx = min(cand, key=lambda x: int(np.sum((pts[:, 0] >= x) & (pts[:, 0] < x + pw)
+                                                   & (pts[:, 1] >= y0) & (pts[:, 1] < y0 + ph))))
+        patch = img[y0:y0 + ph, x0:x0 + pw].copy()
+        inside = (pts[:, 0] >= x0) & (pts[:, 0] < x0 + pw) & (pts[:, 1] >= y0) & (pts[:, 1] < y0 + ph)
+        moved = pts[inside] - np.array([x0, 0.0])
+        if rng.random() < 0.5:
+            patch = patch[:, ::-1]
+            moved[:, 0] = pw - moved[:, 0]
+            moved[:, 0] = np.minimum(moved[:, 0], np.nextafter(pw, 0))
+        covered = (pts[:, 0] >= nx) & (pts[:, 0] < nx + pw) & (pts[:, 1] >= y0) & (pts[:, 1] < y0 + ph)
+        img[y0:y0 + ph, nx:nx + pw] = patch
+        pts = np.concatenate([pts[~covered], moved + np.array([nx, 0.0])])
+    return img, pts
+
+
+def pasted(sample: CrowdSample, rng: np.random.Generator, paste_max: int) -> CrowdSample:
+    """``sample`` with 0 to ``paste_max`` (uniform) patches of people pasted by :func:`paste_people`."""
+    img, pts = paste_people(sample.image, sample.points, rng, int(rng.integers(0, paste_max + 1)))
+    return replace(sample, image=img, points=pts, count=len(pts))

@@ -104,7 +104,11 @@ def ema_update(ema: CrowdNet, net: CrowdNet, decay: float) -> None:
 #: ``train`` keys of the whole-frame stage: a finished crop-stage checkpoint resumes under a config that differs
 #: only in these (the whole-frame stage is added to, or changed on, a finished run).
 WHOLE_KEYS = ("whole_steps", "whole_batch_size", "whole_lr", "whole_warmup_steps", "whole_scale_max",
-              "whole_count_loss_weight", "whole_freeze_bn", "whole_average_from")
+              "whole_count_loss_weight", "whole_freeze_bn", "whole_average_from", "whole_paste_max")
+
+
+#: ``train`` keys that only act on real images in the crop stage: a simulated-stage checkpoint ignores them.
+REAL_STAGE_KEYS = ("paste_max",)
 
 
 def resumable(saved: dict, cfg: CrowdConfig, step: int) -> bool:
@@ -171,7 +175,7 @@ def train_crowd(cfg: CrowdConfig, out_dir: str | Path, resume: bool = True, prog
     net = CrowdNet(cfg.model)
     ema = copy.deepcopy(net) if tc.ema_decay > 0 else None
     opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    aug = Augmenter(cfg.data, tc.crop, tc.scale_min, tc.scale_max, tc.jitter)
+    aug = Augmenter(cfg.data, tc.crop, tc.scale_min, tc.scale_max, tc.jitter, paste_max=tc.paste_max)
     ckpt = out_dir / CHECKPOINT_FILE
     step, elapsed, cpu_used = 0, 0.0, 0.0
     loss_sum, loss_n = 0.0, 0  # mean training loss since the last evaluation
@@ -215,13 +219,15 @@ def train_crowd(cfg: CrowdConfig, out_dir: str | Path, resume: bool = True, prog
     train = split["train"]
     bar = tqdm(total=total + tc.whole_steps, initial=step, desc="train-crowd", disable=not progress)
     while step < total:
+        n_real = 0  # the first n_real samples of the batch are real images (copy-paste applies to those only)
         if step < sim_steps:
             chosen = [sim[i] for i in rng.integers(0, len(sim), size=tc.batch_size)]
         else:
             chosen = [train[i] for i in rng.integers(0, len(train), size=tc.batch_size - n_sim_real)]
+            n_real = len(chosen)
             if n_sim_real:
                 chosen += [sim[i] for i in rng.integers(0, len(sim), size=n_sim_real)]
-        pairs = [aug(sample, rng) for sample in chosen]
+        pairs = [aug(sample, rng, paste=i < n_real) for i, sample in enumerate(chosen)]
         x = torch.from_numpy(np.stack([p[0] for p in pairs]))
         y = torch.from_numpy(np.stack([p[1] for p in pairs]))[:, None]
         # weighted cell MSE (``cell_loss_weight`` = (crop / 8)^2 makes it the per-crop sum of squared cell errors;
@@ -315,7 +321,7 @@ def _whole_frame_stage(cfg: CrowdConfig, net: CrowdNet, start_from: CrowdNet, sp
     end = begin + tc.whole_steps
     avg_from = begin + int(tc.whole_average_from * tc.whole_steps)
     train = split["train"]
-    aug = WholeFrameAugmenter(cfg.data, tc.whole_scale_max, tc.jitter)
+    aug = WholeFrameAugmenter(cfg.data, tc.whole_scale_max, tc.jitter, paste_max=tc.whole_paste_max)
     opt = torch.optim.AdamW(net.parameters(), lr=tc.whole_lr, weight_decay=tc.weight_decay)
     avg: dict | None = None
     n_avg = 0
