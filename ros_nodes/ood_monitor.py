@@ -22,7 +22,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from perception.detector.result import camera_used
 from perception.errors import ConfigError, DataError, PerceptionError
-from perception.ood.monitor import FRAME_SCORES, OodMonitor
+from perception.ood.monitor import FLAG_MIN_SCORE, FRAME_SCORES, OodMonitor
 from perception.ood.scores import DETECTION_SCORES, GEOMETRY_SCORES, LOGIT_SCORES
 from perception.ood.stats import engine_family
 from ros_nodes.convert import features_from_msg
@@ -50,6 +50,7 @@ class _Stats:
     last_frame_threshold: float = float("nan")
     last_lidar_only: bool = False  # the last frame came without its camera: scored on the LiDAR part
     last_num_detections: int = 0
+    last_num_flaggable: int = 0  # detections of the last frame whose detector score reaches flag_min_score
     last_num_ood: int = 0
     recent: deque = field(default_factory=deque)  # frame flags of the last `ood_window` frames
 
@@ -68,6 +69,10 @@ class OodMonitorNode(Node):
         backend = declare(self, "backend", "auto",
                           "Engine the detector runs (set it as the detector's): its engine family's statistics are "
                           "used, <model_dir>/ood or <model_dir>/ood/<backend>; auto = the detector's default")
+        self.flag_min_score = declare(self, "flag_min_score", FLAG_MIN_SCORE,
+                                      "Detections whose detector score is below this are scored but never flagged "
+                                      "nor counted as unusual (background detections are nearly all unusual)",
+                                      low=0.0, high=1.0)
         period = declare(self, "diagnostics_period_s", 1.0, "/diagnostics and marker period (s)", low=0.05, high=60.0)
         self.window = declare(self, "ood_window", 5, "/diagnostics judges the last N frames", low=1, high=1000)
         self.min_ood = declare(self, "ood_min_frames", 3, "WARN when at least this many of the last ood_window "
@@ -85,7 +90,8 @@ class OodMonitorNode(Node):
 
             backend = resolve_backend(resolve(model_dir), backend)
         self.engine = engine_family(backend)
-        self.monitor = OodMonitor.load(resolve(model_dir), backend)
+        self.monitor = OodMonitor.load(resolve(model_dir), backend, self.flag_min_score)
+        self._warned_no_detector_scores = False
         self.det_threshold = self.monitor.stats.threshold("detection", self.score_name)
         self.frame_threshold = self.monitor.stats.threshold("frame", self.frame_score_name)
         self.model_id = str(self.monitor.stats.meta.get("model", "ood"))
@@ -99,7 +105,8 @@ class OodMonitorNode(Node):
         self.stats = _Stats(recent=deque(maxlen=self.window))
         self.get_logger().info(
             f"ready: {model_dir} ood stats ({self.engine} engines, backend {backend}), score {self.score_name} > "
-            f"{self.det_threshold:.4g}, frame score {self.frame_score_name} > {self.frame_threshold:.4g}; "
+            f"{self.det_threshold:.4g} (detector score >= {self.flag_min_score:g}), frame score "
+            f"{self.frame_score_name} > {self.frame_threshold:.4g}; "
             f"listening on {self.features_topic}")
 
     def on_features(self, msg: DetectionFeatures) -> None:
@@ -139,7 +146,13 @@ class OodMonitorNode(Node):
                                        self.features_topic)
             return
         scores = result.detection[self.score_name]
-        flags = scores > self.det_threshold
+        flags = result.detection_flags(self.score_name)  # over the threshold, and detector score >= the floor
+        flaggable = result.flaggable()
+        if result.detector_scores is None and len(scores) and self.flag_min_score > 0 \
+                and not self._warned_no_detector_scores:
+            self._warned_no_detector_scores = True
+            self.get_logger().warning(f"no class logits on {self.features_topic} (field logits): the detector's "
+                                      f"scores are unknown, flag_min_score {self.flag_min_score:g} is not applied")
         frame_score = result.frame.get(self.frame_score_name, float("nan"))
         frame_threshold = result.thresholds["frame"].get(self.frame_score_name, self.frame_threshold)
         frame_ood = bool(np.isfinite(frame_score) and frame_score > frame_threshold)
@@ -155,6 +168,7 @@ class OodMonitorNode(Node):
         s.last_frame_score, s.last_frame_ood = float(frame_score), frame_ood
         s.last_frame_threshold, s.last_lidar_only = float(frame_threshold), result.lidar_only
         s.last_num_detections, s.last_num_ood = len(scores), int(flags.sum())
+        s.last_num_flaggable = int(flaggable.sum())
         s.recent.append(frame_ood)
 
     def publish_diagnostics(self) -> None:
@@ -176,6 +190,7 @@ class OodMonitorNode(Node):
                   "frame_lidar_only": s.last_lidar_only,
                   "frame_score_name": self.frame_score_name, "score_name": self.score_name,
                   "detection_threshold": self.det_threshold, "detections": s.last_num_detections,
+                  "flag_min_score": self.flag_min_score, "flaggable_detections": s.last_num_flaggable,
                   "ood_detections": s.last_num_ood, "frames_scored": s.frames, "ood_frames": s.ood_frames,
                   "ood_frame_share": s.ood_frames / s.frames if s.frames else 0.0, "last_frame_ood": s.last_frame_ood,
                   "recent_ood_frames": n_ood,
@@ -193,7 +208,8 @@ class OodMonitorNode(Node):
         colour = {OK: (0.2, 0.9, 0.2), WARN: (1.0, 0.55, 0.0)}.get(level, (0.6, 0.6, 0.6))
         text = f"OOD: {message}"
         if self.stats.frames:
-            text += f" | {self.stats.last_num_ood}/{self.stats.last_num_detections} detections unusual"
+            text += (f" | {self.stats.last_num_ood}/{self.stats.last_num_flaggable} detections unusual (score >= "
+                     f"{self.flag_min_score:g})")
         m = Marker(header=Header(stamp=self.get_clock().now().to_msg(), frame_id="base_link"), ns="ood_monitor",
                    id=0, type=Marker.TEXT_VIEW_FACING, action=Marker.ADD, text=text,
                    color=ColorRGBA(r=colour[0], g=colour[1], b=colour[2], a=1.0))

@@ -15,7 +15,7 @@ from perception.ood.collect import FeatureSet
 from perception.ood.fit import fit_stats, score_feature_set
 from perception.ood.geometry import GEOMETRY_DIM
 from perception.ood.metrics import auroc
-from perception.ood.monitor import FRAME_SCORES, OodMonitor
+from perception.ood.monitor import FLAG_MIN_SCORE, FRAME_SCORES, OodMonitor, detector_scores_from_logits
 from perception.ood.scores import DETECTION_SCORES
 from perception.ood.stats import META_FILE, STATS_FILE, engine_family, file_sha256, load_stats, save_stats
 
@@ -180,6 +180,55 @@ def test_stats_for_other_weights_or_classes_are_refused(fitted, tmp_path: Path) 
     save_stats(fitted, model / "ood")
     with pytest.raises(ModelError, match="classes"):
         OodMonitor.load(model)
+
+
+def test_detections_below_the_score_floor_are_scored_but_not_flagged(fitted) -> None:
+    """Two detections unlike every class; only the one the detector is sure of (score >= 0.3) is flagged."""
+    assert FLAG_MIN_SCORE == 0.3
+    rng = np.random.default_rng(5)
+    feats = np.full((2, DIM), 50.0)  # far from every class mean: an extreme OOD score
+    logits = np.array([[-3.0, -4.0, -5.0], [2.0, -4.0, -5.0]])  # detector scores 0.047 and 0.88
+    geometry = rng.normal(size=(2, GEOMETRY_DIM)) + 30.0
+    emb = np.zeros(EMB)
+    res = OodMonitor(fitted).score(feats, emb, logits, geometry=geometry)
+    np.testing.assert_allclose(res.detector_scores, 1.0 / (1.0 + np.exp(-logits.max(axis=1))))
+    for name in ("mahalanobis", "energy_geometry"):
+        assert (res.detection[name] > fitted.thresholds["detection"][name]).all(), name  # both scored extreme
+        assert list(res.detection_flags(name)) == [False, True], name
+    assert list(res.flaggable()) == [False, True]
+    # the floor only decides the flags: scores (and so AUROC) do not depend on it
+    none = OodMonitor(fitted, flag_min_score=0.0).score(feats, emb, logits, geometry=geometry)
+    assert list(none.detection_flags("mahalanobis")) == [True, True]
+    for name in res.detection:
+        np.testing.assert_array_equal(res.detection[name], none.detection[name])
+    assert res.frame == none.frame
+    strict = OodMonitor(fitted, flag_min_score=0.95).score(feats, emb, logits)
+    assert list(strict.detection_flags("mahalanobis")) == [False, False]
+    # the detector's own scores, when given, decide; without logits or scores there is no floor
+    given = OodMonitor(fitted).score(feats, emb, detector_scores=np.array([0.5, 0.1]))
+    assert list(given.detection_flags("mahalanobis")) == [True, False]
+    assert list(OodMonitor(fitted).score(feats, emb).detection_flags("mahalanobis")) == [True, True]
+    assert OodMonitor(fitted).score(np.zeros((0, DIM)), emb, np.zeros((0, 3))).detection_flags("mahalanobis").shape \
+        == (0,)
+
+
+def test_score_result_takes_the_floor_from_each_detection_score(fitted) -> None:
+    from perception.detector.result import DetectionResult
+    from perception.frame import Box3D, Detection
+
+    dets = [Detection(box=Box3D("Car", np.zeros(3), np.ones(3), 0.0), score=s, probability=s,
+                      covariance=np.eye(7), feature=np.full(DIM, 50.0, np.float32),
+                      logits=np.array([2.0, -4.0, -5.0], np.float32)) for s in (0.29, 0.31)]
+    res = OodMonitor(fitted).score_result(DetectionResult(dets, frame_embedding=np.zeros(EMB, np.float32)))
+    assert list(res.detection_flags("mahalanobis")) == [False, True]  # Detection.score, not the logits
+
+
+def test_score_floor_and_detector_scores_are_checked(fitted) -> None:
+    with pytest.raises(ConfigError, match="flag_min_score"):
+        OodMonitor(fitted, flag_min_score=1.5)
+    with pytest.raises(DataError, match="detector_scores"):
+        OodMonitor(fitted).score(np.zeros((2, DIM)), None, detector_scores=np.array([0.5]))
+    np.testing.assert_allclose(detector_scores_from_logits(np.array([[-800.0, -900.0], [0.0, -1.0]])), [0.0, 0.5])
 
 
 def test_monitor_rejects_bad_inputs(fitted) -> None:

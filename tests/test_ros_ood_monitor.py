@@ -19,6 +19,7 @@ from builtin_interfaces.msg import Time  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 from trustworthy_perception_msgs.msg import DetectionFeatures, OodScores  # noqa: E402
+from visualization_msgs.msg import MarkerArray  # noqa: E402
 
 from perception.ood.gaussian import GaussianModel  # noqa: E402
 from perception.ood.monitor import OodMonitor, descriptor_dim  # noqa: E402
@@ -93,14 +94,17 @@ def _status(probe: Probe, name: str, level: int | None = None, **values: str) ->
 
 @pytest.fixture(params=["mahalanobis"])
 def node(request, tmp_path: Path, monkeypatch):
+    """The node scoring ``request.param``: a score name, or ``(score name, extra ROS parameters)``."""
+    score, extra = (request.param, {}) if isinstance(request.param, str) else request.param
     model = tmp_path / "model"
     save_stats(_stats(), model / "ood")
     monkeypatch.setenv("ROS_DOMAIN_ID", str(60 + os.getpid() % 40))  # keep clear of other tests' graphs
     env = dds_env()
     cmd = [sys.executable, "-m", "ros_nodes.ood_monitor", "--ros-args", "-r", f"__node:={NODE}",
            "-p", f"model_dir:={model}", "-p", "diagnostics_period_s:=0.2", "-p", "ood_window:=2",
-           "-p", "ood_min_frames:=2", "-p", f"score:={request.param}",
+           "-p", "ood_min_frames:=2", "-p", f"score:={score}",
            "-r", f"~/input/features:={NS}/features", "-r", f"~/output/ood:={NS}/ood"]
+    cmd += [a for k, v in extra.items() for a in ("-p", f"{k}:={v}")]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     yield proc
     stop_process(proc)
@@ -168,15 +172,39 @@ def test_node_answers_features_flags_ood_and_survives_malformed_input(node) -> N
 
 @pytest.mark.parametrize("node", ["energy"], indirect=True)
 def test_node_scores_energy_from_the_logits_and_reports_a_message_without_them(node) -> None:
-    topics = {f"{NS}/ood": OodScores, "/diagnostics": DiagnosticArray}
-    logits = np.array([[4.0, -2.0, -3.0], [-3.0, -2.5, -4.0]])  # a confident Car, a detection no class claims
+    topics = {f"{NS}/ood": OodScores, "/diagnostics": DiagnosticArray, f"/{NODE}/output/markers": MarkerArray}
+    # a confident Car; a detection no class claims but the detector still scores 0.38; a background detection
+    # (detector score 0.08) as unusual, which the default flag_min_score 0.3 keeps from being flagged
+    logits = np.array([[4.0, -2.0, -3.0], [-0.5, -3.0, -4.0], [-3.0, -2.5, -4.0]])
     with Probe(topics, name=f"probe_{os.getpid()}") as probe:
         pub = probe.publisher(DetectionFeatures, f"{NS}/features")
-        ans = _answer(probe, pub, _msg(ID_FEATS[:2], np.zeros(EMB), sec=1, logits=logits), f"{NS}/ood")
+        ans = _answer(probe, pub, _msg(ID_FEATS[:3], np.zeros(EMB), sec=1, logits=logits), f"{NS}/ood")
         assert ans.score_name == "energy" and ans.threshold == pytest.approx(-1.0)
         np.testing.assert_allclose(ans.scores, energy_score(logits), atol=1e-4)
-        assert list(ans.is_ood) == [False, True]
+        assert (np.asarray(ans.scores) > ans.threshold).tolist() == [False, True, True]  # all scored...
+        assert list(ans.is_ood) == [False, True, False]  # ... the background one not flagged
+        frame_status = f"{NODE}: frame"
+        assert probe.wait_for(lambda: _status(probe, frame_status, detections="3") is not None, 10.0)
+        status = _status(probe, frame_status, detections="3")
+        values = {v.key: v.value for v in status.values}
+        assert values["flaggable_detections"] == "2" and values["ood_detections"] == "1"
+        assert values["flag_min_score"] == "0.3"
+        assert probe.wait_for(lambda: any("1/2 detections unusual" in m.text for a in
+                                          probe.messages(f"/{NODE}/output/markers") for m in a.markers), 10.0)
         pub.publish(_msg(ID_FEATS[:2], np.zeros(EMB), sec=2))  # no logits: energy cannot be computed
         assert probe.wait_for(lambda: _status(probe, f"{NODE}: input", 2) is not None, 10.0), "unreported"
         assert "logits" in _status(probe, f"{NODE}: input", 2).message
+        assert node.poll() is None
+
+
+@pytest.mark.parametrize("node", [("energy", {"flag_min_score": 0.0})], indirect=True)
+def test_node_honours_flag_min_score(node) -> None:
+    topics = {f"{NS}/ood": OodScores, "/diagnostics": DiagnosticArray}
+    logits = np.array([[4.0, -2.0, -3.0], [-0.5, -3.0, -4.0], [-3.0, -2.5, -4.0]])
+    with Probe(topics, name=f"probe_{os.getpid()}") as probe:
+        pub = probe.publisher(DetectionFeatures, f"{NS}/features")
+        ans = _answer(probe, pub, _msg(ID_FEATS[:3], np.zeros(EMB), sec=1, logits=logits), f"{NS}/ood")
+        assert list(ans.is_ood) == [False, True, True]  # no floor: the background detection is flagged too
+        assert probe.wait_for(lambda: _status(probe, f"{NODE}: frame", flaggable_detections="3",
+                                              ood_detections="2", flag_min_score="0") is not None, 10.0)
         assert node.poll() is None

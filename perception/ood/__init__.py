@@ -12,18 +12,21 @@ Statistics are fitted on training frames and saved beside the model (:mod:`perce
     res = monitor.score_result(detector(frame))
     res.detection["mahalanobis"], res.detection_flags("mahalanobis"), res.frame["frame"], res.frame_flag("frame")
 
+Detections scoring below ``flag_min_score`` (:data:`FLAG_MIN_SCORE`, 0.3) are scored but never flagged.
+
 This package imports torch only where the detector is run (``collect``, ``fit``, ``benchmark``).
 """
 
 from perception.ood.gaussian import GaussianModel, fit_gaussian_model
 from perception.ood.geometry import GEOMETRY_DIM, box_point_descriptors
 from perception.ood.metrics import auroc, fpr_at_tpr, threshold_at_tpr
-from perception.ood.monitor import FRAME_SCORES, OodMonitor, OodResult
+from perception.ood.monitor import FLAG_MIN_SCORE, FRAME_SCORES, OodMonitor, OodResult
 from perception.ood.scores import DETECTION_SCORES, energy_score, mahalanobis_score, mahavar_score
 from perception.ood.stats import GeometryModel, OodStats, engine_family, load_stats, save_stats, stats_dir
 
 __all__ = [
-    "DETECTION_SCORES", "FRAME_SCORES", "GEOMETRY_DIM", "GaussianModel", "GeometryModel", "OodMonitor", "OodResult",
-    "OodStats", "auroc", "box_point_descriptors", "engine_family", "energy_score", "fit_gaussian_model",
-    "fpr_at_tpr", "load_stats", "mahalanobis_score", "mahavar_score", "save_stats", "stats_dir", "threshold_at_tpr",
+    "DETECTION_SCORES", "FLAG_MIN_SCORE", "FRAME_SCORES", "GEOMETRY_DIM", "GaussianModel", "GeometryModel",
+    "OodMonitor", "OodResult", "OodStats", "auroc", "box_point_descriptors", "engine_family", "energy_score",
+    "fit_gaussian_model", "fpr_at_tpr", "load_stats", "mahalanobis_score", "mahavar_score", "save_stats", "stats_dir",
+    "threshold_at_tpr",
 ]

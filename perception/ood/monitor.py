@@ -25,6 +25,19 @@ FRAME_SCORES: tuple[str, ...] = ("frame", "embedding", *(f"mean_{s}" for s in DE
 LIDAR_FRAME_SCORES: tuple[str, ...] = ("frame", "embedding")
 #: Per-detection scores averaged into the frame descriptor (those a features-only message allows).
 DESCRIPTOR_SCORES: tuple[str, ...] = ("mahalanobis", "mahavar")
+#: Smallest detector score (``Detection.score``, the sigmoid of the top class logit) a detection needs to be
+#: flagged. Lower-scoring detections (published from 0.05, for AP) are scored but never flagged: on 20 clean
+#: frames 92-100 % of those below 0.3 were over the ``energy_geometry`` threshold, against 1 % of those >= 0.5.
+FLAG_MIN_SCORE = 0.3
+
+
+def detector_scores_from_logits(logits: np.ndarray) -> np.ndarray:
+    """(N,) the detector's score of each detection from its class logits (N, C): the sigmoid of the top logit,
+    as :func:`perception.detector.postprocess.decode` computes ``Detection.score``."""
+    lg = np.asarray(logits, dtype=np.float64)
+    if lg.size == 0:
+        return np.zeros(len(lg))
+    return 0.5 * (1.0 + np.tanh(0.5 * lg.max(axis=1)))  # = 1 / (1 + exp(-x)), without overflow
 
 
 def descriptor_dim(feature_dim: int, embedding_dim: int) -> int:
@@ -40,10 +53,20 @@ class OodResult:
     frame: dict[str, float]
     thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
     lidar_only: bool = False  # camera unused: frame scores (and ``thresholds["frame"]``) are the LiDAR part's
+    detector_scores: np.ndarray | None = None  # (N,) the detector's score of each detection; None: unknown
+    flag_min_score: float = 0.0  # detections whose detector score is below it are never flagged
+
+    def flaggable(self) -> np.ndarray:
+        """(N,) bool: detections that may be flagged, their detector score >= ``flag_min_score`` (all of them
+        when the detector's scores are unknown)."""
+        n = len(next(iter(self.detection.values()), ()))
+        if self.detector_scores is None:
+            return np.ones(n, dtype=bool)
+        return np.asarray(self.detector_scores) >= self.flag_min_score
 
     def detection_flags(self, score: str) -> np.ndarray:
-        """(N,) bool: detection ``score`` above its threshold."""
-        return self.detection[score] > self.thresholds["detection"][score]
+        """(N,) bool: detection ``score`` above its threshold, for the :meth:`flaggable` detections."""
+        return (self.detection[score] > self.thresholds["detection"][score]) & self.flaggable()
 
     def frame_flag(self, score: str) -> bool:
         """True when frame ``score`` is above its threshold."""
@@ -66,16 +89,24 @@ class OodMonitor:
     embedding, which says nothing about the scene: when the statistics hold LiDAR-part models
     (:class:`~perception.ood.stats.LidarFrameModel`), ``embedding`` and ``frame`` are scored on the embedding's
     LiDAR part against them and flagged at their own thresholds; night or glare cannot be seen then.
+
+    Detections whose detector score is below ``flag_min_score`` (default :data:`FLAG_MIN_SCORE`) get their
+    scores all the same but are never flagged (:meth:`OodResult.detection_flags`); scores, and so AUROC
+    evaluation, do not depend on it.
     """
 
-    def __init__(self, stats: OodStats) -> None:
+    def __init__(self, stats: OodStats, flag_min_score: float = FLAG_MIN_SCORE) -> None:
+        if not 0.0 <= flag_min_score <= 1.0:
+            raise ConfigError(f"{flag_min_score} is outside [0, 1]", "flag_min_score")
         self.stats = stats
+        self.flag_min_score = float(flag_min_score)
 
     @classmethod
-    def load(cls, model_dir: str | Path, backend: str | None = None) -> OodMonitor:
+    def load(cls, model_dir: str | Path, backend: str | None = None,
+             flag_min_score: float = FLAG_MIN_SCORE) -> OodMonitor:
         """Load the statistics of ``backend``'s engine family (:func:`~perception.ood.stats.stats_dir`; default:
         the FP32 reference) and check they belong to the model; raises ModelError."""
-        return cls(load_stats(stats_dir(model_dir, backend), model_dir))
+        return cls(load_stats(stats_dir(model_dir, backend), model_dir), flag_min_score)
 
     @property
     def feature_dim(self) -> int:
@@ -153,12 +184,22 @@ class OodMonitor:
         return out
 
     def score(self, features: np.ndarray, embedding: np.ndarray | None, logits: np.ndarray | None = None,
-              where: str = "features", geometry: np.ndarray | None = None, camera: bool = True) -> OodResult:
+              where: str = "features", geometry: np.ndarray | None = None, camera: bool = True,
+              detector_scores: np.ndarray | None = None) -> OodResult:
         """All scores of one frame's detections (features (N, D); logits (N, C) and geometry descriptors (N, K)
-        optional) and embedding; ``camera=False`` when the network ran LiDAR-only."""
+        optional) and embedding; ``camera=False`` when the network ran LiDAR-only. ``detector_scores`` (N,) are
+        the detector's scores, for the ``flag_min_score`` floor (default: from the logits; neither: no floor)."""
         det = self.detection_scores(features, logits, geometry, where)
+        if detector_scores is None and logits is not None:
+            detector_scores = detector_scores_from_logits(logits)
+        if detector_scores is not None:
+            detector_scores = np.asarray(detector_scores, dtype=np.float64).ravel()
+            n = len(det["mahalanobis"])
+            if len(detector_scores) != n:
+                raise DataError(f"{len(detector_scores)} detector scores for {n} detections", "detector_scores")
         return OodResult(det, self.frame_scores(embedding, features, det, camera=camera),
-                         self.stats.thresholds_for(camera), lidar_only=not camera and self.stats.lidar is not None)
+                         self.stats.thresholds_for(camera), lidar_only=not camera and self.stats.lidar is not None,
+                         detector_scores=detector_scores, flag_min_score=self.flag_min_score)
 
     def score_result(self, result: DetectionResult) -> OodResult:
         """Scores of a :class:`DetectionResult` (needs ``feature``/``logits`` on every detection)."""
@@ -170,7 +211,8 @@ class OodMonitor:
         geometry = None
         if all(d.geometry is not None for d in dets) and self.stats.geometry is not None:
             geometry = np.stack([d.geometry for d in dets]) if dets else np.zeros((0, self.stats.geometry.dim))
-        return self.score(feats, result.frame_embedding, logits, geometry=geometry, camera=result.camera_used)
+        return self.score(feats, result.frame_embedding, logits, geometry=geometry, camera=result.camera_used,
+                          detector_scores=np.array([d.score for d in dets], dtype=np.float64))
 
     def annotate(self, result: DetectionResult, score: str = "mahalanobis") -> OodResult:
         """Score a result and write detection ``score`` into each ``Detection.ood_score``."""
