@@ -66,7 +66,9 @@ scales, fitted on split `calib`:
   {json.dumps({k: round(v, 3) for k, v in calibration.get('bias', {}).items()})}, variance scales
   {[round(v, 3) for v in calibration.get('variance_scale', [])]}
 
-## Latency (PyTorch eager, 2 CPU threads, ms p50/p99)
+## Latency at training time (PyTorch eager, 2 CPU threads, ms p50/p99)
+Measured when these weights were trained; for the exported engines and the code as it is now, run
+`perception bench --model <dir> --rounds 3` (its results are kept in `engines.json`).
 {", ".join(f"{k} {v['p50']}/{v['p99']}" for k, v in lat.items() if isinstance(v, dict) and 'p50' in v)}
 Stages: {", ".join(f"{k} {v}" for k, v in stages.items())}
 
