@@ -11,8 +11,18 @@ import torch
 from safetensors.torch import load_file
 
 import perception.crowd.train as train_mod
+from perception.crowd.checkpoint import load_crowd_model
 from perception.crowd.config import CrowdConfig
-from perception.crowd.crossval import fold_config, run_crossval, scene_folds, seed_from_sim_checkpoint
+from perception.crowd.crossval import (
+    fold_config,
+    interval_from_crossval,
+    run_crossval,
+    scene_folds,
+    seed_from_sim_checkpoint,
+)
+from perception.crowd.crossval import (
+    main as crossval_main,
+)
 from perception.crowd.data import list_names, scene_of, source_of, split_names
 from perception.errors import ModelError
 
@@ -109,3 +119,36 @@ def test_crossval_holds_out_every_training_image_once_per_recipe_and_shares_the_
     assert mae_a != report["recipes"]["crop"]["fold_mae"] and mae_a != report["recipes"]["b"]["fold_mae"]
     assert (tmp_path / "cv" / "fold1" / "b" / "weights.safetensors").is_file()
     assert json.loads((tmp_path / "cv" / "crossval.json").read_text())["k"] == 2
+
+
+def test_folds_spread_over_runs_give_one_report_and_a_final_fit_gets_the_out_of_fold_interval(
+        tmp_path: Path) -> None:
+    a = _cfg(tmp_path / "sim")
+    a.sim.steps, a.train.sim_fraction, a.train.steps = 0, 0.0, 2
+    a.data.train_on_val = True  # a final-fit recipe: its folds must still never train on their held-out scenes
+    cfg_path = tmp_path / "final.yaml"
+    a.to_yaml(cfg_path)
+    threads = torch.get_num_threads()
+    try:
+        whole = run_crossval({"final": a}, tmp_path / "cv_one", k=2, progress=False)
+        part = run_crossval({"final": a}, tmp_path / "cv_split", k=2, progress=False, only_folds=[1])
+        assert part["recipes"] == {} and not (tmp_path / "cv_split" / "crossval.json").exists()
+        train_mod.train_crowd(a, tmp_path / "model", progress=False)
+        summary = json.loads((tmp_path / "model" / "training.json").read_text())
+        crossval_main(["--config", str(cfg_path), "--out", str(tmp_path / "cv_split"), "--k", "2", "--quiet",
+                       "--interval-into", str(tmp_path / "model")])
+    finally:
+        torch.set_num_threads(threads)
+    split = json.loads((tmp_path / "cv_split" / "crossval.json").read_text())
+    assert split["recipes"]["final"]["fold_mae"] == pytest.approx(whole["recipes"]["final"]["fold_mae"])
+    for run in whole["recipes"]["final"]["runs"]:
+        fold_train = json.loads((tmp_path / "cv_one" / f"fold{run['fold']}" / "final" / "training.json")
+                                .read_text())["split"]["train"]
+        assert not set(fold_train) & set(run["images"])  # held-out images never trained
+    names = split_names(list_names(CROWD), a.data)
+    assert summary["train_on_val"] and set(names["val"]) <= set(summary["split"]["train"])
+    expected = interval_from_crossval(whole, "final", a.train.interval_level)
+    _, _, interval = load_crowd_model(tmp_path / "model")  # manifest still verifies after the replacement
+    assert interval.phi == pytest.approx(expected.phi) and interval.fitted_on == len(names["train"])
+    with pytest.raises(ValueError, match="not in the report"):
+        interval_from_crossval(whole, "nope", 0.9)

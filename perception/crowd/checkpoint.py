@@ -33,8 +33,22 @@ def save_crowd_model(net: CrowdNet, cfg: CrowdConfig, model_dir: str | Path, int
     stale = model_dir / ONNX_FILE  # exported from the weights this call replaces
     if stale.is_file():
         stale.unlink()
-    doc = {n: {"sha256": sha256(model_dir / n), "bytes": (model_dir / n).stat().st_size} for n in _HASHED}
+    _write_manifest(model_dir)
+
+
+def _write_manifest(model_dir: Path) -> None:
+    doc = json.loads((model_dir / MANIFEST_FILE).read_text()) if (model_dir / MANIFEST_FILE).is_file() else {}
+    doc = {k: v for k, v in doc.items() if (model_dir / k).is_file()}  # keeps model.onnx's entry, if exported
+    doc.update({n: {"sha256": sha256(model_dir / n), "bytes": (model_dir / n).stat().st_size} for n in _HASHED})
     (model_dir / MANIFEST_FILE).write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def replace_interval(model_dir: str | Path, interval: CountInterval) -> None:
+    """Replace the count interval of a saved model directory (weights untouched) and update its manifest."""
+    model_dir = Path(model_dir)
+    load_crowd_model(model_dir)  # a complete, intact directory
+    interval.save(model_dir / INTERVAL_FILE)
+    _write_manifest(model_dir)
 
 
 def load_crowd_model(model_dir: str | Path) -> tuple[CrowdNet, CrowdConfig, CountInterval]:

@@ -66,6 +66,10 @@ class CrowdDataConfig:
     sigma_min: float = 2.0
     sigma_max: float = 16.0
     sigma_single: float = 6.0  # sigma when an image has fewer than 2 heads
+    # Final fit: the val scenes train too (once cross-validation over the training scenes has chosen the recipe);
+    # val numbers are then in-sample, and the count interval must come from cross-validation
+    # (``python -m perception.crowd.crossval ... --interval-into MODEL_DIR``).
+    train_on_val: bool = False
 
     def validate(self, where: str) -> None:
         """Raise ConfigError on out-of-range values or overlapping splits."""

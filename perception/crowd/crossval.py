@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from perception.crowd.checkpoint import load_crowd_model
+from perception.crowd.checkpoint import load_crowd_model, replace_interval
 from perception.crowd.config import CrowdConfig
 from perception.crowd.data import list_names, load_split, scene_of, source_of, split_names
+from perception.crowd.interval import CountInterval, fit_interval
 from perception.crowd.train import CHECKPOINT_FILE, REAL_STAGE_KEYS, WHOLE_KEYS, evaluate_counts, resumable, train_crowd
 from perception.errors import ModelError
 
@@ -52,6 +53,7 @@ def fold_config(cfg: CrowdConfig, fold: list[str]) -> CrowdConfig:
     c = copy.deepcopy(cfg)
     c.data.test_scenes = sorted(set(cfg.data.test_scenes) | set(cfg.data.val_scenes))
     c.data.val_scenes = list(fold)
+    c.data.train_on_val = False  # the fold's held-out scenes never train
     return CrowdConfig.from_dict(c.to_dict(), "fold config")
 
 
@@ -134,6 +136,18 @@ without it collects them) and writes nothing. Returns and writes ``<out_root>/cr
     return report
 
 
+def interval_from_crossval(report: dict, recipe: str, level: float) -> CountInterval:
+    """The count interval fitted (split-conformal, :func:`~perception.crowd.interval.fit_interval`) on the
+    pooled out-of-fold predictions of ``recipe`` in a :func:`run_crossval` report: honest for a model trained
+    on every training scene, where no held-out image is left to fit it on."""
+    if recipe not in report.get("recipes", {}):
+        raise ValueError(f"recipe {recipe!r} is not in the report ({sorted(report.get('recipes', {}))})")
+    runs = report["recipes"][recipe]["runs"]
+    preds = [p for r in runs for p in r["preds"]]
+    truths = [t for r in runs for t in r["truths"]]
+    return fit_interval(preds, truths, level)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m perception.crowd.crossval --config C [C2 ...] --out DIR [--k 4] [--sim-checkpoint CKPT]``."""
     import argparse
@@ -148,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="checkpoint.pt of a run of this recipe at the end of its simulated stage")
     p.add_argument("--folds", type=int, nargs="+", default=None,
                    help="train only these folds (run the folds in several processes, then once without --folds)")
+    p.add_argument("--interval-into", type=Path, default=None, metavar="MODEL_DIR",
+                   help="write the interval fitted on the first recipe's out-of-fold predictions into this model "
+                        "directory (a final fit that trained on its val scenes too)")
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -158,6 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     report = run_crossval(variants, a.out, a.k, a.seed, a.sim_checkpoint, progress=not a.quiet, only_folds=a.folds)
     for i, scenes in report["folds"]:
         print(f"fold {i}: {', '.join(scenes)}")
+    if a.interval_into is not None and a.folds is None:
+        name = next(iter(variants))
+        interval = interval_from_crossval(report, name, variants[name].train.interval_level)
+        replace_interval(a.interval_into, interval)
+        print(f"interval of {a.interval_into}: phi {interval.phi:.3f} from {interval.fitted_on} out-of-fold images "
+              f"of recipe {name}")
     for name, r in report["recipes"].items():
         print(f"{name}: pooled MAE {r['mae']:.2f} RMSE {r['rmse']:.2f} over {r['n']} images; per fold "
               + ", ".join(f"{m:.2f}" for m in r["fold_mae"]))

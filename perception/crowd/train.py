@@ -172,6 +172,8 @@ def train_crowd(cfg: CrowdConfig, out_dir: str | Path, resume: bool = True, prog
     split = load_split(cfg.data, cfg.model.max_side)
     if not split["train"] or not split["val"]:
         raise DataError("need training and validation images", cfg.data.root)
+    if cfg.data.train_on_val:  # final fit: val trains too (and is reported in-sample)
+        split["train"] = split["train"] + split["val"]
     net = CrowdNet(cfg.model)
     ema = copy.deepcopy(net) if tc.ema_decay > 0 else None
     opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
@@ -304,6 +306,7 @@ def train_crowd(cfg: CrowdConfig, out_dir: str | Path, resume: bool = True, prog
                "train_image_corr": float(np.corrcoef(train_preds, train_truths)[0, 1]),
                "shipped": shipped_kind, "ema_decay": tc.ema_decay,
                "select_window": tc.select_window, "interval_phi": interval.phi, "history": history,
+               "train_on_val": cfg.data.train_on_val,
                "split": {k: [s.name for s in v] for k, v in split.items()}}
     (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
