@@ -92,6 +92,9 @@ class ShutdownWatchdog:
 
     def install(self) -> None:
         """Take over SIGINT/SIGTERM and start the signal reader (and the parent watcher, if asked for)."""
+        if signal.getsignal(signal.SIGALRM) == signal.SIG_IGN:  # inherited: the backstop needs the default
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})  # threads started below inherit this
         read_fd, write_fd = os.pipe()
         os.set_blocking(write_fd, False)
         for sig in STOP_SIGNALS:
@@ -133,14 +136,16 @@ class ShutdownWatchdog:
                     self.force_exit(f"{reason} while stopping (after {self.reason})", 128 + signum)
                 return
             self.reason, self._signum = reason, signum
-            self.stop_requested.set()
-            self._timer = threading.Timer(self.grace_s, self._expired)
-            self._timer.daemon = True
-            self._timer.start()
-            # Backstops that need no Python thread to run: stacks, then the kernel's SIGALRM.
+            # Backstops that need no Python thread to run: stacks, then the kernel's SIGALRM. They are armed
+            # before the stop is requested: once it is, the main thread may take the GIL into a stop that never
+            # gives it back, and this thread would not run again.
             faulthandler.dump_traceback_later(self.grace_s + 1.0, exit=False, file=sys.stderr)
             if signal.getsignal(signal.SIGALRM) == signal.SIG_DFL:
                 signal.alarm(math.ceil(self.grace_s) + 2)
+            self._timer = threading.Timer(self.grace_s, self._expired)
+            self._timer.daemon = True
+            self._timer.start()
+            self.stop_requested.set()
         log.info("%s: stopping on %s (forced exit if not done within %.1f s)", self.name, reason, self.grace_s)
 
     def _expired(self) -> None:

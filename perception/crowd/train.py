@@ -20,7 +20,7 @@ from perception.crowd.data import Augmenter, CrowdSample, WholeFrameAugmenter, l
 from perception.crowd.interval import fit_interval, wider
 from perception.crowd.model import CrowdNet
 from perception.crowd.predict import pad_to_stride, predict_density
-from perception.errors import DataError, ModelError
+from perception.errors import ConfigError, DataError, ModelError
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -114,8 +114,12 @@ REAL_STAGE_KEYS = ("paste_max",)
 def resumable(saved: dict, cfg: CrowdConfig, step: int) -> bool:
     """True when a checkpoint written at ``step`` under config ``saved`` (a ``to_dict``) can go on under ``cfg``:
     the same config, or one that differs only in the whole-frame stage keys while the checkpoint has not
-    entered that stage yet."""
+    entered that stage yet. Keys added to the config since the checkpoint was written count at their defaults."""
     now = cfg.to_dict()
+    try:
+        saved = CrowdConfig.from_dict(saved, "checkpoint config").to_dict()
+    except ConfigError:
+        return False
     if saved == now:
         return True
     strip = [{**d, "train": {k: v for k, v in d["train"].items() if k not in WHOLE_KEYS}} for d in (saved, now)]
