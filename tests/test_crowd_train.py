@@ -119,3 +119,17 @@ def test_a_checkpoint_of_another_config_is_refused(tmp_path: Path) -> None:
             train_mod.train_crowd(cfg, tmp_path / "m", progress=False)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_checkpoint_written_before_config_keys_were_added_still_resumes() -> None:
+    from perception.crowd.train import resumable
+
+    cfg = CrowdConfig()
+    old = cfg.to_dict()
+    del old["train"]["paste_max"], old["data"]["train_on_val"]  # keys added later, at their defaults
+    assert resumable(old, cfg, 0)
+    changed = CrowdConfig.from_dict(cfg.to_dict())
+    changed.train.paste_max = 4
+    assert not resumable(old, changed, 0)
+    old["train"]["no_such_key"] = 1
+    assert not resumable(old, cfg, 0)
