@@ -113,13 +113,18 @@ def test_a_stuck_stop_is_forced_out_after_the_grace_period(tmp_path, procs):
     assert "slow_stop_node.py" in text.split(FORCED, 1)[1], "the stack dump should show where it hung"
 
 
-def test_a_second_signal_forces_the_exit_at_once(tmp_path, procs):
-    grace = 300.0
-    log = tmp_path / "node.log"
-    procs.append(proc := _slow_stop(log, "forever", grace))
+def _stopping(log: Path, stop: str, grace_s: float, procs: list) -> subprocess.Popen:
+    """A slow-stop node sent SIGTERM once it runs, returned once its stop hook has started."""
+    procs.append(proc := _slow_stop(log, stop, grace_s))
     _wait_for_text(log, "ready", proc)
     proc.send_signal(signal.SIGTERM)
     _wait_for_text(log, "stopping", proc, MARGIN_S)
+    return proc
+
+
+def test_a_second_signal_forces_the_exit_at_once(tmp_path, procs):
+    log = tmp_path / "node.log"
+    proc = _stopping(log, "forever", 300.0, procs)
     code, _ = _signal_and_time_exit(proc, signal.SIGINT, MARGIN_S)  # far less than the grace period
     text = log.read_text()
     assert code == 128 + signal.SIGINT, text
@@ -130,10 +135,7 @@ def test_a_stop_holding_the_gil_is_ended_by_the_kernel_backstop(tmp_path, procs)
     """No Python thread can run: faulthandler dumps the stacks after grace + 1 s, SIGALRM ends it after + 2 s."""
     grace = 2.0
     log = tmp_path / "node.log"
-    procs.append(proc := _slow_stop(log, "gil", grace))
-    _wait_for_text(log, "ready", proc)
-    proc.send_signal(signal.SIGTERM)
-    _wait_for_text(log, "stopping", proc, MARGIN_S)
+    proc = _stopping(log, "gil", grace, procs)
     code, _ = _time_exit(proc, grace + 2 + MARGIN_S)
     text = log.read_text()
     assert code == -signal.SIGALRM, text

@@ -93,8 +93,8 @@ def run_crossval(variants: dict[str, CrowdConfig], out_root: str | Path, k: int 
     """Cross-validate recipes that share their crop stages and differ only in the whole-frame stage: per fold,
     the crop stages are trained once (``<out_root>/fold<i>/crop``, also reported as the recipe ``crop``: its
     final weights) and every variant's whole-frame stage extends that run (``fold<i>/<name>``). Finished or
-    interrupted runs resume. ``only_folds`` trains just those folds (to spread the folds over processes; a last run
-without it collects them) and writes nothing. Returns and writes ``<out_root>/crossval.json``."""
+    interrupted runs resume. ``only_folds`` trains just those folds (to spread the folds over processes; a last
+    run without it collects them) and writes nothing. Returns and writes ``<out_root>/crossval.json``."""
     out_root = Path(out_root)
     first = next(iter(variants.values()))
     crop_cfg = copy.deepcopy(first)
@@ -124,9 +124,9 @@ without it collects them) and writes nothing. Returns and writes ``<out_root>/cr
             rows[name].append({"fold": i, "scenes": fold, **_evaluate_fold(run_dir, vc)})
         log.info("fold %d (%s): %s", i, ", ".join(fold),
                  ", ".join(f"{name} MAE {r[-1]['mae']:.2f}" for name, r in rows.items()))
-    if only_folds is not None:
-        return {"k": k, "seed": seed, "folds": [[r["fold"], r["scenes"]] for r in rows["crop"]], "recipes": {}}
     report = {"k": k, "seed": seed, "folds": [[r["fold"], r["scenes"]] for r in rows["crop"]], "recipes": {}}
+    if only_folds is not None:
+        return report
     for name, r in rows.items():
         err = np.concatenate([np.subtract(x["preds"], x["truths"]) for x in r])
         report["recipes"][name] = {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err ** 2).mean())),
