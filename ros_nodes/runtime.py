@@ -88,7 +88,6 @@ class ShutdownWatchdog:
         self.reason = ""
         self._signum = 0
         self._lock = threading.Lock()
-        self._timer: threading.Timer | None = None
 
     def install(self) -> None:
         """Take over SIGINT/SIGTERM and start the signal reader (and the parent watcher, if asked for)."""
@@ -142,9 +141,9 @@ class ShutdownWatchdog:
             faulthandler.dump_traceback_later(self.grace_s + 1.0, exit=False, file=sys.stderr)
             if signal.getsignal(signal.SIGALRM) == signal.SIG_DFL:
                 signal.alarm(math.ceil(self.grace_s) + 2)
-            self._timer = threading.Timer(self.grace_s, self._expired)
-            self._timer.daemon = True
-            self._timer.start()
+            timer = threading.Timer(self.grace_s, self._expired)
+            timer.daemon = True
+            timer.start()
             self.stop_requested.set()
         log.info("%s: stopping on %s (forced exit if not done within %.1f s)", self.name, reason, self.grace_s)
 
@@ -178,19 +177,16 @@ def run_node(name: str, factory: Callable[[], Node], args: list[str] | None = No
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     watchdog = ShutdownWatchdog(name)
     watchdog.install()
+    node: Node | None = None
     try:
         node = factory()
-    except PerceptionError as exc:
-        print(f"{name}: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    try:
         watchdog.grace_s = declare(node, "shutdown_grace_s", DEFAULT_SHUTDOWN_GRACE_S,
                                    "Longest a stop on SIGINT/SIGTERM may take before the process is forced out (s)",
                                    low=0.5, high=3600.0, read_only=True)
     except PerceptionError as exc:
         print(f"{name}: {exc}", file=sys.stderr)
-        node.destroy_node()
+        if node is not None:
+            node.destroy_node()
         rclpy.try_shutdown()
         return 2
     executor = SingleThreadedExecutor()

@@ -167,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
                         "directory (a final fit that trained on its val scenes too)")
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
+    if a.interval_into is not None and a.folds is not None:
+        p.error("--interval-into needs every fold: run it without --folds")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     variants = {path.stem: CrowdConfig.from_yaml(path) for path in a.config}
     torch.set_num_threads(next(iter(variants.values())).train.threads)
@@ -175,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     report = run_crossval(variants, a.out, a.k, a.seed, a.sim_checkpoint, progress=not a.quiet, only_folds=a.folds)
     for i, scenes in report["folds"]:
         print(f"fold {i}: {', '.join(scenes)}")
-    if a.interval_into is not None and a.folds is None:
+    if a.interval_into is not None:
         name = next(iter(variants))
         interval = interval_from_crossval(report, name, variants[name].train.interval_level)
         replace_interval(a.interval_into, interval)
