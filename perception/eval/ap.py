@@ -1,4 +1,12 @@
-"""KITTI-style average precision (AP|R40) of 3D / BEV detections, with KITTI's difficulty and ignore rules.
+"""KITTI-style average precision of 3D / BEV detections, with KITTI's difficulty and ignore rules.
+
+Two AP figures per class: ``ap`` follows the official devkit (OpenPCDet's ``kitti_object_eval_python``):
+the precision is sampled at up to 41 score thresholds picked from the true positives' scores by
+``get_thresholds`` (the first true positive's score is one of them) and AP|R40 is the mean of the
+interpolated precision at thresholds 1..40 -- this is the figure published results use. ``ap_r40``
+is the exact AP|R40: interpolated precision at recall exactly k/40, k = 1..40. With few ground-truth
+objects (< 40) the devkit figure is coarse: with N objects it samples at most N recall points, the
+first of which is dropped, so it reads low (4 of 4 found at precision 1 gives 7.5).
 
 Matching is per frame and greedy: detections in descending score order each take the
 highest-IoU unmatched ground truth with IoU >= the class threshold, preferring a counted GT over
@@ -58,12 +66,13 @@ class ClassAP:
     no counted ground truth.
     """
 
-    ap: float  # percent, 0..100
+    ap: float  # percent, 0..100, devkit convention (``ap_devkit``)
     precision: np.ndarray
     recall: np.ndarray
     num_gt: int  # counted (not ignored) ground truth boxes
     num_det: int  # counted detections: TP + FP
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    ap_r40: float = float("nan")  # percent, exact AP|R40 (``ap_r40``)
 
 
 def _box_height_px(box: Box3D) -> float:
@@ -76,7 +85,8 @@ def _box_height_px(box: Box3D) -> float:
 def gt_counts(box: Box3D, difficulty: str) -> bool:
     """Whether a GT box of the evaluated class counts at ``difficulty`` (else it is ignored).
 
-    A box with ``num_points == 0`` never counts; ``-1`` (unknown) does not disqualify it.
+    A box with ``num_points == 0`` never counts; ``-1`` (unknown) does not disqualify it. As in the
+    devkit, a box exactly at the minimum height is too small.
     """
     if box.num_points == 0:
         return False
@@ -84,7 +94,7 @@ def gt_counts(box: Box3D, difficulty: str) -> bool:
         return True
     rule = DIFFICULTIES[difficulty]
     return (
-        _box_height_px(box) >= rule.min_height
+        _box_height_px(box) > rule.min_height
         and box.occlusion <= rule.max_occlusion
         and box.truncation <= rule.max_truncation
     )
@@ -139,6 +149,44 @@ def ap_r40(tp: np.ndarray, num_gt: int) -> float:
     return float(100.0 * total / NUM_RECALL_POINTS)
 
 
+def devkit_thresholds(tp_scores: np.ndarray, num_gt: int, num_points: int = NUM_RECALL_POINTS + 1) -> np.ndarray:
+    """The devkit's score thresholds (``get_thresholds``): from the true positives' scores, descending, keep
+    the first and then each one whose recall is the closest to the next of ``num_points`` evenly spaced
+    recall levels (the last true positive always closes a step). Same float arithmetic as the devkit."""
+    scores = np.sort(np.asarray(tp_scores, dtype=np.float64))[::-1]
+    current, kept = 0.0, []
+    for i, score in enumerate(scores):
+        left = (i + 1) / num_gt
+        right = (i + 2) / num_gt if i < len(scores) - 1 else left
+        if (right - current) < (current - left) and i < len(scores) - 1:
+            continue
+        kept.append(score)
+        current += 1 / (num_points - 1.0)
+    return np.array(kept[:num_points], dtype=np.float64)
+
+
+def ap_devkit(tp: np.ndarray, scores: np.ndarray, num_gt: int) -> float:
+    """AP|R40 in percent as the devkit computes it, from TP flags and scores of the counted detections.
+
+    Precision is taken at each :func:`devkit_thresholds` threshold (every counted detection scoring at
+    least it), made monotone from the right, and its entries 1..40 are averaged over 40 (entry 0, the
+    first true positive, is left out; missing entries are 0).
+    """
+    if num_gt <= 0:
+        return float("nan")
+    tp = np.asarray(tp, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    thresholds = devkit_thresholds(scores[tp], num_gt)
+    if thresholds.size == 0:
+        return 0.0
+    precision = np.zeros(NUM_RECALL_POINTS + 1)
+    for i, t in enumerate(thresholds):
+        above = scores >= t
+        precision[i] = tp[above].sum() / above.sum()
+    precision = np.maximum.accumulate(precision[::-1])[::-1]
+    return float(100.0 * precision[1:].sum() / NUM_RECALL_POINTS)
+
+
 def _check_inputs(gt_boxes: list, det_boxes: list, det_scores: list, metric: str, difficulty: str) -> None:
     """Raise on mismatched frame counts, score lengths or unknown option names."""
     if metric not in ("3d", "bev"):
@@ -163,6 +211,11 @@ def _frame_labels(
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Scores and TP flags of the counted detections of ``cls`` in one frame, and its number of counted GT."""
     det_idx = [i for i, d in enumerate(dets) if d.label == cls]
+    if difficulty != "none":
+        # KITTI: a detection smaller in the image than the difficulty allows (or outside it) plays no part:
+        # neither TP nor FP, and it takes no GT (the GT stays counted, so it cannot be found by it).
+        min_height = DIFFICULTIES[difficulty].min_height
+        det_idx = [i for i in det_idx if _box_height_px(dets[i]) >= min_height]
     relevant = [g for g in gts if g.label == cls or g.label in NEIGHBOUR_CLASSES.get(cls, ())]
     gt_ignored = np.array([g.label != cls or not gt_counts(g, difficulty) for g in relevant], dtype=bool)
     num_gt = int((~gt_ignored).sum())
@@ -175,10 +228,6 @@ def _frame_labels(
     is_tp = matched >= 0
     is_tp[is_tp] = ~gt_ignored[matched[is_tp]]
     counted = (matched < 0) | is_tp  # a detection on an ignored GT is dropped
-    if difficulty != "none":
-        # KITTI: an unmatched detection smaller in the image than the difficulty allows is not a false positive.
-        small = np.array([_box_height_px(dets[i]) < DIFFICULTIES[difficulty].min_height for i in det_idx])
-        counted &= is_tp | ~small
     return det_scores[counted], is_tp[counted], num_gt
 
 
@@ -191,7 +240,8 @@ def evaluate_ap(
     metric: str = "3d",
     difficulty: str = "moderate",
 ) -> dict[str, ClassAP]:
-    """KITTI AP|R40 per class over a set of frames (lists indexed by frame).
+    """KITTI AP per class over a set of frames (lists indexed by frame): ``ap`` the devkit's AP|R40,
+    ``ap_r40`` the exact one.
 
     ``metric`` is ``"3d"`` or ``"bev"``; ``difficulty`` is ``"easy"``, ``"moderate"``, ``"hard"`` or
     ``"none"`` (every GT with LiDAR points, for data without 2D boxes). DontCare and other classes'
@@ -217,6 +267,7 @@ def evaluate_ap(
         precision = tp_cum / np.arange(1, len(tp) + 1)
         recall = tp_cum / num_gt if num_gt > 0 else np.full(len(tp), np.nan)
         results[cls] = ClassAP(
-            ap=ap_r40(tp, num_gt), precision=precision, recall=recall, num_gt=num_gt, num_det=len(tp), scores=scores
+            ap=ap_devkit(tp, scores, num_gt), precision=precision, recall=recall, num_gt=num_gt, num_det=len(tp),
+            scores=scores, ap_r40=ap_r40(tp, num_gt),
         )
     return results

@@ -32,7 +32,7 @@ RIG_FILE = "rig.yaml"
 CAMERA_MISSING_FILE = "camera_missing.txt"
 #: KITTI frames are 10 Hz; a frame's stamp is its index times this period.
 FRAME_PERIOD_NS = 100_000_000
-_LABEL_FIELDS = 15  # a 16th field (score) is accepted and ignored
+_LABEL_FIELDS = 15  # a 16th field (score, in result files) is kept in KittiLabel.score
 #: Class names a label may carry: KITTI's plus the simulator's out-of-distribution types.
 VALID_CLASSES: tuple[str, ...] = KNOWN_CLASSES + OOD_CLASSES
 
@@ -56,12 +56,15 @@ class KittiLabel:
     hwl: np.ndarray  # (3,) height, width, length
     location: np.ndarray  # (3,) bottom centre in the rectified camera frame
     rotation_y: float
+    score: float | None = None  # the 16th field of a KITTI result file (detections), else None
 
     def to_line(self) -> str:
         """The label as a text line (6 decimals so a round trip keeps 1e-6 precision)."""
         nums = [self.truncation, self.occlusion, self.alpha, *self.bbox, *self.hwl, *self.location, self.rotation_y]
         out = [self.type, f"{self.truncation:.6f}", str(int(self.occlusion))]
         out += [f"{v:.6f}" for v in nums[2:]]
+        if self.score is not None:
+            out.append(f"{self.score:.8f}")
         return " ".join(out)
 
 
@@ -80,9 +83,15 @@ def parse_label_line(line: str, where: str) -> KittiLabel:
         raise DataError(f"non-numeric value: {exc}", where) from exc
     if not np.all(np.isfinite(vals)):
         raise DataError("values must be finite", where)
+    score = None
+    if len(parts) > _LABEL_FIELDS:
+        try:
+            score = float(parts[_LABEL_FIELDS])
+        except ValueError as exc:
+            raise DataError(f"non-numeric score: {exc}", where) from exc
     return KittiLabel(type=name, truncation=float(vals[0]), occlusion=int(vals[1]), alpha=float(vals[2]),
                       bbox=vals[3:7].copy(), hwl=vals[7:10].copy(), location=vals[10:13].copy(),
-                      rotation_y=float(vals[13]))
+                      rotation_y=float(vals[13]), score=score)
 
 
 def read_labels(path: Path) -> list[KittiLabel]:
