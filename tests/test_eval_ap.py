@@ -268,3 +268,17 @@ def test_small_detection_on_a_counted_gt_is_neither_tp_nor_fp():
     # outside the image (KITTI -1 -1 -1 -1): height 0
     outside = Box3D("Car", [0.0, 0.0, -1.0], [4.0, 2.0, 1.5], 0.0, bbox2d=np.full(4, -1.0))
     assert run([[car(0)]], [[outside]], [[0.9]], classes=("Car",))["Car"].num_det == 0
+
+
+def test_range_bins_split_gt_and_false_positives():
+    near, far = car(10), car(50)
+    fp_near = car(-15)  # 15 m away, no GT
+    gts = [[near, far]]
+    dets = [[near, fp_near, shifted(far, 0.0)]]
+    scores = [[0.9, 0.8, 0.7]]
+    res = run(gts, dets, scores, classes=("Car",), range_bin=(0.0, 20.0))["Car"]
+    assert res.num_gt == 1 and res.num_det == 2  # the near TP and the near FP; the far TP is dropped
+    assert res.ap_r40 == pytest.approx(100.0)
+    res = run(gts, dets, scores, classes=("Car",), range_bin=(40.0, np.inf))["Car"]
+    assert res.num_gt == 1 and res.num_det == 1 and res.ap_r40 == pytest.approx(100.0)
+    assert run(gts, dets, scores, classes=("Car",), range_bin=(20.0, 40.0))["Car"].num_gt == 0

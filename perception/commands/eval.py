@@ -10,9 +10,12 @@ from pathlib import Path
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``perception eval``."""
     p = subparsers.add_parser("eval", help="evaluate a detector (AP, calibration, latency)",
-                              description="KITTI-style AP|R40 (3D and BEV; Car@0.7, Pedestrian@0.5, Cyclist@0.5, "
-                                          "moderate where labels allow), detection ECE before/after calibration, "
-                                          "1σ/2σ coverage, per-stage latency, and LiDAR-only AP.")
+                              description="KITTI AP_R40 (3D and BEV; Car@0.7, Pedestrian@0.5, Cyclist@0.5, "
+                                          "moderate where labels allow) in the devkit's convention and exactly, "
+                                          "object counts, 3D AP by range (0-20, 20-40, >40 m), detection ECE "
+                                          "before/after calibration, 1σ/2σ coverage, false positives per frame at "
+                                          "p >= 0.5, per-stage latency, LiDAR-only AP; --report draws every real "
+                                          "frame (3 of a sim split).")
     p.add_argument("--model", default="models/fusion_default", help="model directory")
     p.add_argument("--data", default="sim:test", help="sim:test | sim:val | KITTI folder | rosbag2 folder")
     p.add_argument("--backend", default="torch", help="engine backend (torch, onnxruntime, ...)")
@@ -20,18 +23,32 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--json", type=Path, default=None, help="write the metrics as JSON here")
     p.add_argument("--report", type=Path, default=None, help="write PNGs and index.html into this folder")
     p.add_argument("--no-lidar-only", action="store_true", help="skip the camera-removed run")
+    p.add_argument("--pictures", type=int, default=None,
+                   help="frames drawn in the report (default: every real frame, 3 of a sim split)")
     p.set_defaults(func=run)
     return p
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
 
 
 def format_metrics(m: dict) -> str:
     """Human-readable summary."""
     lines = [f"{m['model']} on {m['data']}: {m['frames']} frames (difficulty {m['difficulty']})"]
-    for key in ("ap3d", "apbev", "ap3d_lidar_only"):
+    if "num_gt" in m:
+        lines.append("  objects          " + "  ".join(f"{c} {n}" for c, n in m["num_gt"].items()))
+    for key in ("ap3d", "ap3d_r40", "apbev", "apbev_r40", "ap3d_lidar_only", "ap3d_r40_lidar_only"):
         if key in m:
             cells = (f"{c} {'n/a' if v is None else f'{v:.2f}'}" for c, v in m[key].items())
             lines.append(f"  {key:16s} " + "  ".join(cells))
-    for key in ("dece_before", "dece_after", "coverage_1sigma", "coverage_2sigma", "lidar_only_car_retention"):
+    for name, per_class in m.get("ap3d_by_range", {}).items():
+        cells = (f"{c} {_fmt(v['ap'])}/{_fmt(v['ap_r40'])} (n={v['num_gt']})" for c, v in per_class.items())
+        lines.append(f"  ap3d {name:11s} " + "  ".join(cells))
+    if "ap_convention" in m:
+        lines.append(f"  (AP: {m['ap_convention']}; by range: devkit/R40)")
+    for key in ("dece_before", "dece_after", "coverage_1sigma", "coverage_2sigma", "fp_per_frame_p50",
+                "lidar_only_car_retention"):
         if key in m:
             lines.append(f"  {key:16s} {m[key]}")
     lat = m.get("latency_ms", {})
@@ -54,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     detector = FusionDetector.load(args.model, backend=args.backend)
     cfg = DetectorConfig.from_yaml(Path(args.model) / CONFIG_FILE)
     metrics = evaluate(detector, args.data, cfg, limit=args.limit, lidar_only=not args.no_lidar_only,
-                       report_dir=args.report)
+                       report_dir=args.report, pictures=args.pictures)
     print(format_metrics(metrics))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -206,8 +206,17 @@ def _check_inputs(gt_boxes: list, det_boxes: list, det_scores: list, metric: str
             raise DataError(f"{len(boxes)} detections but {len(np.atleast_1d(scores))} scores", where=f"frame {i}")
 
 
+def _in_range(box: Box3D, range_bin: tuple[float, float] | None) -> bool:
+    """Whether the box centre's horizontal distance from the sensor lies in ``[lo, hi)`` (always, without a bin)."""
+    if range_bin is None:
+        return True
+    dist = float(np.hypot(box.center[0], box.center[1]))
+    return range_bin[0] <= dist < range_bin[1]
+
+
 def _frame_labels(
-    gts: list[Box3D], dets: list[Box3D], scores: np.ndarray, cls: str, threshold: float, metric: str, difficulty: str
+    gts: list[Box3D], dets: list[Box3D], scores: np.ndarray, cls: str, threshold: float, metric: str, difficulty: str,
+    range_bin: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Scores and TP flags of the counted detections of ``cls`` in one frame, and its number of counted GT."""
     det_idx = [i for i, d in enumerate(dets) if d.label == cls]
@@ -217,7 +226,8 @@ def _frame_labels(
         min_height = DIFFICULTIES[difficulty].min_height
         det_idx = [i for i in det_idx if _box_height_px(dets[i]) >= min_height]
     relevant = [g for g in gts if g.label == cls or g.label in NEIGHBOUR_CLASSES.get(cls, ())]
-    gt_ignored = np.array([g.label != cls or not gt_counts(g, difficulty) for g in relevant], dtype=bool)
+    gt_ignored = np.array([g.label != cls or not gt_counts(g, difficulty) or not _in_range(g, range_bin)
+                           for g in relevant], dtype=bool)
     num_gt = int((~gt_ignored).sum())
     if not det_idx:
         return np.zeros(0), np.zeros(0, dtype=bool), num_gt
@@ -228,6 +238,8 @@ def _frame_labels(
     is_tp = matched >= 0
     is_tp[is_tp] = ~gt_ignored[matched[is_tp]]
     counted = (matched < 0) | is_tp  # a detection on an ignored GT is dropped
+    if range_bin is not None:  # an unmatched detection counts as FP only in its own range bin
+        counted &= is_tp | np.array([_in_range(dets[i], range_bin) for i in det_idx], dtype=bool)
     return det_scores[counted], is_tp[counted], num_gt
 
 
@@ -239,13 +251,16 @@ def evaluate_ap(
     iou_thresholds: Mapping[str, float] = KITTI_IOU_THRESHOLDS,
     metric: str = "3d",
     difficulty: str = "moderate",
+    range_bin: tuple[float, float] | None = None,
 ) -> dict[str, ClassAP]:
     """KITTI AP per class over a set of frames (lists indexed by frame): ``ap`` the devkit's AP|R40,
     ``ap_r40`` the exact one.
 
     ``metric`` is ``"3d"`` or ``"bev"``; ``difficulty`` is ``"easy"``, ``"moderate"``, ``"hard"`` or
     ``"none"`` (every GT with LiDAR points, for data without 2D boxes). DontCare and other classes'
-    boxes play no part.
+    boxes play no part. With ``range_bin = (lo, hi)`` only GT whose centre lies ``lo <= hypot(x, y) < hi``
+    metres from the sensor count (the others are ignored like a neighbouring class), and an unmatched
+    detection is a false positive only inside the bin.
     """
     _check_inputs(gt_boxes, det_boxes, det_scores, metric, difficulty)
     missing = [c for c in classes if c not in iou_thresholds]
@@ -255,7 +270,8 @@ def evaluate_ap(
     for cls in classes:
         all_scores, all_tp, num_gt = [], [], 0
         for gts, dets, scores in zip(gt_boxes, det_boxes, det_scores):
-            s, tp, n = _frame_labels(gts, dets, scores, cls, float(iou_thresholds[cls]), metric, difficulty)
+            s, tp, n = _frame_labels(gts, dets, scores, cls, float(iou_thresholds[cls]), metric, difficulty,
+                                     range_bin)
             all_scores.append(s)
             all_tp.append(tp)
             num_gt += n

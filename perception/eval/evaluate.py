@@ -1,4 +1,5 @@
-"""Evaluate a detector on a data source: KITTI AP|R40, detection ECE, interval coverage, latency."""
+"""Evaluate a detector on a data source: KITTI AP (devkit and exact R40), by range, detection ECE, interval
+coverage, false positives per frame, latency."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from perception.detector.api import FusionDetector
 from perception.detector.config import DetectorConfig
 from perception.detector.result import DetectionResult
 from perception.errors import DataError
-from perception.eval.ap import evaluate_ap
+from perception.eval.ap import ClassAP, evaluate_ap
 from perception.eval.calibration_metrics import box_residuals, detection_ece, interval_coverage, match_correct
 from perception.frame import Box3D, Detection, Frame, boxes_to_array
+from perception.io.kitti import project_box_2d
 from perception.rig import Rig
 from perception.trust.calibration import Calibration, fit_temperature, fit_variance_scale
 
@@ -25,6 +27,14 @@ log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_RIG = REPO / "calibration" / "sim_default.yaml"
 SIM_SPLITS = ("train", "val", "calib", "test")
+#: Range bins (metres from the sensor, horizontal) of the AP-by-range table.
+RANGE_BINS: tuple[tuple[float, float], ...] = ((0.0, 20.0), (20.0, 40.0), (40.0, math.inf))
+#: Calibrated probability from which an unmatched detection counts in ``fp_per_frame``.
+FP_PROBABILITY = 0.5
+#: Frames of a real (non-simulated) source drawn in the report: all of them up to this many.
+MAX_REAL_PICTURES = 100
+#: KITTI's "no 2D box" (``-1 -1 -1 -1``): a detection outside the image has height 0.
+NO_IMAGE_BOX = np.full(4, -1.0)
 
 
 @dataclass
@@ -81,6 +91,17 @@ def open_source(data: str, cfg: DetectorConfig, limit: int | None = None) -> tup
     return frames, limit
 
 
+def attach_image_boxes(detections: list[Detection], rig: Rig | None) -> None:
+    """Give each detection its 2D image box (the projection of its corners with the frame's ``rig``, as in
+    KITTI result files; ``-1 -1 -1 -1``, height 0, when it is not in the image). Without a rig the boxes stay
+    ``None`` (no 2D rule applies)."""
+    if rig is None:
+        return
+    for d in detections:
+        bbox = project_box_2d(rig, d.box.as_array())
+        d.box.bbox2d = NO_IMAGE_BOX.copy() if bbox is None else bbox
+
+
 def run_detector(detector: FusionDetector, frames: Iterable[Frame], total: int | None = None,
                  drop_camera: bool = False, desc: str = "detect") -> list[FrameRecord]:
     """Run the detector over frames, keeping GT, detections and timings (attention dropped to save memory)."""
@@ -91,6 +112,7 @@ def run_detector(detector: FusionDetector, frames: Iterable[Frame], total: int |
         result: DetectionResult = detector(frame)
         for d in result.detections:
             d.attention = {}
+        attach_image_boxes(result.detections, frame.rig)
         records.append(FrameRecord(frame.frame_id, frame.boxes, result.detections, result.timings_ms, result.degraded))
     return records
 
@@ -99,13 +121,61 @@ def _nan_to_none(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 4)
 
 
-def ap_table(records: list[FrameRecord], classes: list[str], metric: str, difficulty: str) -> dict[str, float | None]:
-    """AP|R40 (percent) per class."""
+def ap_results(records: list[FrameRecord], classes: list[str], metric: str, difficulty: str,
+               range_bin: tuple[float, float] | None = None) -> dict[str, ClassAP]:
+    """:func:`evaluate_ap` over the records (raw scores rank the detections)."""
     gt = [r.gt for r in records]
     boxes = [[d.box for d in r.detections] for r in records]
     scores = [np.array([d.score for d in r.detections]) for r in records]
-    res = evaluate_ap(gt, boxes, scores, classes=classes, metric=metric, difficulty=difficulty)
+    return evaluate_ap(gt, boxes, scores, classes=classes, metric=metric, difficulty=difficulty, range_bin=range_bin)
+
+
+def ap_table(records: list[FrameRecord], classes: list[str], metric: str, difficulty: str) -> dict[str, float | None]:
+    """AP (percent, devkit convention) per class."""
+    res = ap_results(records, classes, metric, difficulty)
     return {c: _nan_to_none(res[c].ap) for c in classes}
+
+
+def _range_name(lo: float, hi: float) -> str:
+    return f">{lo:g}m" if math.isinf(hi) else f"{lo:g}-{hi:g}m"
+
+
+def ap_summary(records: list[FrameRecord], classes: list[str], difficulty: str, suffix: str = "") -> dict[str, object]:
+    """3D and BEV AP per class, devkit (``ap3d``, ``apbev``) and exact R40 (``ap3d_r40``, ``apbev_r40``), the
+    counted objects per class (``num_gt``), and, without ``suffix``, 3D AP by range (``ap3d_by_range``)."""
+    out: dict[str, object] = {}
+    for metric in ("3d", "bev"):
+        res = ap_results(records, classes, metric, difficulty)
+        out[f"ap{metric}{suffix}"] = {c: _nan_to_none(res[c].ap) for c in classes}
+        out[f"ap{metric}_r40{suffix}"] = {c: _nan_to_none(res[c].ap_r40) for c in classes}
+        if metric == "3d" and not suffix:
+            out["num_gt"] = {c: res[c].num_gt for c in classes}
+    if not suffix:
+        by_range: dict[str, dict[str, dict[str, float | int | None]]] = {}
+        for lo, hi in RANGE_BINS:
+            res = ap_results(records, classes, "3d", difficulty, range_bin=(lo, hi))
+            by_range[_range_name(lo, hi)] = {c: {"ap": _nan_to_none(res[c].ap), "ap_r40": _nan_to_none(res[c].ap_r40),
+                                                 "num_gt": res[c].num_gt} for c in classes}
+        out["ap3d_by_range"] = by_range
+    return out
+
+
+def false_positives_per_frame(records: list[FrameRecord], classes: list[str],
+                              min_probability: float = FP_PROBABILITY) -> dict[str, float]:
+    """Detections with calibrated probability >= ``min_probability`` that match no labelled object of their class
+    (the calibration IoU thresholds of :func:`match_correct`), per frame: overall (``all``) and per class."""
+    counts = dict.fromkeys(classes, 0)
+    for r in records:
+        if not r.detections:
+            continue
+        ok, _ = match_correct(r.gt, [d.box for d in r.detections], np.array([d.score for d in r.detections]))
+        for d, good in zip(r.detections, ok):
+            if d.probability >= min_probability and not good:
+                counts[d.label] = counts.get(d.label, 0) + 1
+    n = max(len(records), 1)
+    out = {"all": round(sum(counts.values()) / n, 3)}
+    out.update({c: round(k / n, 3) for c, k in counts.items()})
+    return out
 
 
 def calibration_stats(records: list[FrameRecord]) -> dict[str, object]:
@@ -191,15 +261,21 @@ def fit_calibration_from_records(records: list[FrameRecord], fitted_on: str) -> 
 
 
 def evaluate(detector: FusionDetector, data: str, cfg: DetectorConfig, limit: int | None = None,
-             lidar_only: bool = True, report_dir: Path | None = None, pictures: int = 3,
+             lidar_only: bool = True, report_dir: Path | None = None, pictures: int | None = None,
              stage_latency: bool = True) -> dict[str, object]:
-    """Full evaluation of ``detector`` on ``data``; returns the metrics (the ``--json`` document)."""
+    """Full evaluation of ``detector`` on ``data``; returns the metrics (the ``--json`` document).
+
+    ``pictures`` frames are drawn in the report; by default 3 of a simulated split and every frame (up to
+    :data:`MAX_REAL_PICTURES`) of real data.
+    """
     from perception.detector.api import engine_inputs
     from perception.detector.inputs import prepare_frame
     from perception.eval.latency import torch_stage_latency
     from perception.eval.report import plot_frame, plot_reliability, write_html
 
     classes = list(cfg.model.classes)
+    if pictures is None:
+        pictures = 3 if data.startswith("sim:") else MAX_REAL_PICTURES
     frames, total = open_source(data, cfg, limit)
     kept: list[Frame] = []
 
@@ -215,9 +291,12 @@ def evaluate(detector: FusionDetector, data: str, cfg: DetectorConfig, limit: in
     difficulty = difficulty_for(records)
     metrics: dict[str, object] = {
         "data": data, "model": detector.model_id, "frames": len(records), "difficulty": difficulty,
-        "ap3d": ap_table(records, classes, "3d", difficulty), "apbev": ap_table(records, classes, "bev", difficulty),
+        "ap_convention": "ap3d/apbev: KITTI devkit AP_R40 (OpenPCDet kitti_object_eval_python, get_thresholds); "
+                         "*_r40: exact AP|R40; IoU Car 0.7, Pedestrian/Cyclist 0.5",
     }
+    metrics.update(ap_summary(records, classes, difficulty))
     metrics.update(calibration_stats(records))
+    metrics["fp_per_frame_p50"] = false_positives_per_frame(records, classes)
     metrics["latency_ms"] = latency_stats(records)
     if stage_latency and kept and hasattr(detector.engine, "net"):
         inp = prepare_frame(kept[0], detector.cfg)
@@ -227,8 +306,7 @@ def evaluate(detector: FusionDetector, data: str, cfg: DetectorConfig, limit: in
     if lidar_only:
         frames2, total2 = open_source(data, cfg, limit)
         rec2 = run_detector(detector, frames2, total2, drop_camera=True, desc="eval lidar-only")
-        metrics["ap3d_lidar_only"] = ap_table(rec2, classes, "3d", difficulty)
-        metrics["apbev_lidar_only"] = ap_table(rec2, classes, "bev", difficulty)
+        metrics.update(ap_summary(rec2, classes, difficulty, suffix="_lidar_only"))
         car, car_lo = metrics["ap3d"].get("Car"), metrics["ap3d_lidar_only"].get("Car")  # type: ignore[union-attr]
         metrics["lidar_only_car_retention"] = round(car_lo / car, 4) if car and car_lo is not None else None
     if report_dir is not None:

@@ -89,10 +89,36 @@ def plot_reliability(raw: np.ndarray, calibrated: np.ndarray, correct: np.ndarra
     return path
 
 
+def _cell(v: object) -> str:
+    return "n/a" if v is None else f"{v:.2f}" if isinstance(v, float) else html.escape(str(v))
+
+
+def ap_html_table(metrics: dict) -> str:
+    """The AP figures of an evaluation as an HTML table: per class, 3D and BEV AP (devkit and exact R40),
+    the counted objects and 3D AP by range; empty when ``metrics`` has no AP."""
+    if "ap3d" not in metrics or "ap3d_r40" not in metrics:
+        return ""
+    ranges = list(metrics.get("ap3d_by_range", {}))
+    head = ["class", "objects", "3D AP devkit", "3D AP R40", "BEV AP devkit", "BEV AP R40"]
+    head += [f"3D AP {r} (devkit / R40, objects)" for r in ranges]
+    rows = []
+    for c in metrics["ap3d"]:
+        cells = [c, metrics.get("num_gt", {}).get(c), metrics["ap3d"][c], metrics["ap3d_r40"][c],
+                 metrics["apbev"][c], metrics["apbev_r40"][c]]
+        row = [_cell(v) for v in cells]
+        for r in ranges:
+            b = metrics["ap3d_by_range"][r][c]
+            row.append(f"{_cell(b['ap'])} / {_cell(b['ap_r40'])} ({b['num_gt']})")
+        rows.append("<tr>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>")
+    return ("<table border='1' cellpadding='4' style='border-collapse:collapse'><tr>"
+            + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>"
+            + f"<p>{html.escape(str(metrics.get('ap_convention', '')))}</p>")
+
+
 def write_html(report_dir: str | Path, metrics: dict, images: list[str], title: str = "Evaluation") -> Path:
-    """A single-page HTML report: the metrics as JSON and the pictures."""
+    """A single-page HTML report: the AP table, the metrics as JSON and the pictures."""
     report_dir = Path(report_dir)
-    body = [f"<h1>{html.escape(title)}</h1>", "<h2>Metrics</h2>",
+    body = [f"<h1>{html.escape(title)}</h1>", "<h2>Metrics</h2>", ap_html_table(metrics),
             f"<pre>{html.escape(json.dumps(metrics, indent=2))}</pre>", "<h2>Pictures</h2>"]
     body += [f'<p><img src="{html.escape(name)}" style="max-width:100%"></p>' for name in images]
     path = report_dir / "index.html"
