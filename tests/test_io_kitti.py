@@ -116,6 +116,39 @@ def test_label_with_bad_values_or_class(tmp_path):
     assert parse_label_line("Car 0 0 -1.5 1 2 3 4 1.5 1.6 3.9 1.0 1.7 20 0.1 0.93", "f.txt:1").type == "Car"
 
 
+LABELLED = Path(__file__).resolve().parents[2] / "shared" / "data" / "kitti_labelled"
+
+
+@pytest.mark.skipif(not (LABELLED / "training" / "label_2").is_dir(), reason=f"{LABELLED} not available")
+@pytest.mark.parametrize("field,value,message", [
+    (14, "abc", "non-numeric"),  # rotation_y
+    (1, "1.5", "truncated must lie in"),
+    (2, "1.5", "occluded must be"),
+    (2, "7", "occluded must be"),
+    (9, "-1.6", "dimensions h w l must be positive"),
+    (5, "1e9", "2D box must have"),  # top below the bottom
+    (11, "nan", "finite"),
+    (0, "Lorry", "unknown class"),
+])
+def test_malformed_line_of_a_labelled_real_frame_names_file_and_line(tmp_path, field, value, message):
+    root = _copy_frame(LABELLED, tmp_path, "000008")  # 6 Cars
+    path = root / "label_2" / "000008.txt"
+    lines = path.read_text().splitlines()
+    parts = lines[3].split()
+    parts[field] = value
+    lines[3] = " ".join(parts)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=message) as err:
+        KittiDataset(root)[0]
+    assert err.value.where == f"{path}:4"
+    assert f"{path}:4" in str(err.value)
+
+
+def test_real_labels_and_dontcare_lines_pass_the_value_checks(kitti_root):
+    frames = list(KittiDataset(kitti_root))
+    assert sum(len(f.boxes) for f in frames) == 6 and len(frames[1].meta["dontcare"]) == 4
+
+
 def test_missing_calib_key_names_the_key(kitti_root, tmp_path):
     root = _copy_frame(kitti_root, tmp_path)
     path = root / "calib" / "000000.txt"

@@ -68,6 +68,20 @@ class KittiLabel:
         return " ".join(out)
 
 
+def _check_object_values(vals: np.ndarray, where: str) -> None:
+    """Ranges of an object line's numbers (``vals`` = fields 2..15): truncation in [0, 1], occlusion one of
+    0 1 2 3, a 2D box with left <= right and top <= bottom (or ``-1 -1 -1 -1``), positive h w l."""
+    truncation, occlusion, bbox, hwl = vals[0], vals[1], vals[3:7], vals[7:10]
+    if not 0.0 <= truncation <= 1.0:
+        raise DataError(f"truncated must lie in [0, 1], got {truncation:g}", where)
+    if occlusion not in (0, 1, 2, 3):
+        raise DataError(f"occluded must be 0, 1, 2 or 3, got {occlusion:g}", where)
+    if not np.all(bbox == -1) and (bbox[0] > bbox[2] or bbox[1] > bbox[3]):
+        raise DataError(f"2D box must have left <= right and top <= bottom, got {bbox.tolist()}", where)
+    if np.any(hwl <= 0):
+        raise DataError(f"dimensions h w l must be positive, got {hwl.tolist()}", where)
+
+
 def parse_label_line(line: str, where: str) -> KittiLabel:
     """Parse one label line; ``where`` (``file:line``) is named in any error."""
     parts = line.split()
@@ -83,6 +97,8 @@ def parse_label_line(line: str, where: str) -> KittiLabel:
         raise DataError(f"non-numeric value: {exc}", where) from exc
     if not np.all(np.isfinite(vals)):
         raise DataError("values must be finite", where)
+    if name != "DontCare":
+        _check_object_values(vals, where)
     score = None
     if len(parts) > _LABEL_FIELDS:
         try:
