@@ -52,8 +52,9 @@ def format_metrics(m: dict) -> str:
         if key in m:
             lines.append(f"  {key:16s} {m[key]}")
     lat = m.get("latency_ms", {})
-    lines.append("  latency ms (p50/p99): " + ", ".join(
-        f"{k} {v['p50']}/{v['p99']}" for k, v in lat.items() if isinstance(v, dict) and "p50" in v))
+    if lat:
+        lines.append("  latency ms (p50/p99): " + ", ".join(
+            f"{k} {v['p50']}/{v['p99']}" for k, v in lat.items() if isinstance(v, dict) and "p50" in v))
     if "torch_stages" in lat:
         lines.append("  torch stages ms: " + ", ".join(f"{k} {v}" for k, v in lat["torch_stages"].items()))
     if "report" in m:
