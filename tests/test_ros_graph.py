@@ -259,9 +259,9 @@ def test_replay_detections_match_ground_truth(replay, drive):
             scores.append(np.array([d.probability for d in found]))
     assert len(gts) >= 10, f"only {len(gts)} frames answered"
     # In-process on all 20 frames the trained model reaches BEV AP|R40 (every GT with points) of
-    # Car 70, Pedestrian 79, Cyclist 73 %.
+    # Car 70, Pedestrian 79, Cyclist 73 %. Exact R40: the devkit figure is coarse with this few objects.
     ap = evaluate_ap(gts, dets, scores, classes=("Car", "Pedestrian", "Cyclist"), metric="bev", difficulty="none")
-    assert all(a.ap >= 50.0 for a in ap.values()), {c: round(a.ap, 1) for c, a in ap.items()}
+    assert all(a.ap_r40 >= 50.0 for a in ap.values()), {c: round(a.ap_r40, 1) for c, a in ap.items()}
 
 
 def test_replay_publishes_markers_features_attention_and_diagnostics(replay):
