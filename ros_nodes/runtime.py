@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import faulthandler
+import json
 import logging
 import math
 import os
@@ -31,9 +32,11 @@ import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
+from std_msgs.msg import String
 
 from perception.errors import PerceptionError
 from ros_nodes.params import declare
+from ros_nodes.qos import latched_qos
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,8 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _SPIN_PERIOD_S = 0.1  # the main thread looks at the stop request this often
 _PARENT_POLL_S = 0.5
 _PR_GET_PDEATHSIG = 2
+#: Every node announces here (std_msgs/String, latched) that it is built and subscribed: see ReadyAnnouncer.
+READY_TOPIC = "/graph/ready"
 
 
 def parent_death_signal() -> int:
@@ -164,6 +169,42 @@ class ShutdownWatchdog:
         os._exit(status)
 
 
+class ReadyAnnouncer:
+    """Says on :data:`READY_TOPIC` (latched std_msgs/String JSON ``{"node", "unmatched"}``) that the node is
+    built, and which of its subscriptions are not yet matched to publishers the graph already lists.
+
+    Re-published whenever that list changes (checked every 0.25 s, wall clock): DDS matching can lag graph
+    discovery by seconds on a busy machine, and what is published before the match is lost to the subscriber.
+    The bag player waits for every awaited node to report an empty list (``wait_for_nodes``).
+    """
+
+    def __init__(self, node: Node) -> None:
+        from rclpy.clock import Clock, ClockType
+
+        self.node = node
+        self._pub = node.create_publisher(String, READY_TOPIC, latched_qos(depth=1))
+        self._last: list[str] | None = None
+        self.check()
+        self._timer = node.create_timer(0.25, self.check, clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+    def unmatched(self) -> list[str]:
+        """Subscribed topics with more publishers in the graph than matched to our subscription."""
+        out = []
+        for sub in self.node.subscriptions:
+            topic = sub.topic_name
+            if topic != READY_TOPIC and self.node.count_publishers(topic) > sub.get_publisher_count():
+                out.append(topic)
+        return sorted(set(out))
+
+    def check(self) -> None:
+        """Publish the state when it changed."""
+        state = self.unmatched()
+        if state != self._last:
+            self._last = state
+            self._pub.publish(String(data=json.dumps({"node": self.node.get_fully_qualified_name(),
+                                                      "unmatched": state})))
+
+
 def run_node(name: str, factory: Callable[[], Node], args: list[str] | None = None,
              on_stop: Callable[[Node], object] | None = None) -> int:
     """Spin the node made by ``factory`` until SIGINT/SIGTERM, then stop it; returns 0 (a PerceptionError
@@ -189,6 +230,7 @@ def run_node(name: str, factory: Callable[[], Node], args: list[str] | None = No
             node.destroy_node()
         rclpy.try_shutdown()
         return 2
+    ReadyAnnouncer(node)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
