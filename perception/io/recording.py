@@ -210,6 +210,18 @@ def _image(msg: Any) -> np.ndarray:
     return img[..., ::-1].copy() if msg.encoding == "bgr8" else img.copy()
 
 
+def is_recording(path: str | Path) -> bool:
+    """True for a bag written by ``bag_recorder`` (its detections and cloud arrivals are listed)."""
+    path = Path(path)
+    if not is_bag(path):
+        return False
+    try:
+        text = (path / "metadata.yaml").read_text()
+    except OSError:
+        return False
+    return DETECTIONS_TOPIC in text and ARRIVAL_TOPIC in text
+
+
 def read_recording(path: str | Path, max_xai: int = 8) -> Recording:
     """Read a recording made by ``bag_recorder``; DataError naming the bag when it is not one."""
     from rosbags.highlevel import AnyReader
