@@ -78,6 +78,12 @@ def evaluate_replay(bag: Path, arguments: dict[str, str], report: Path | None, r
     record = record if record is not None else report / "recording"
     check_recording_path(record, bag, force)
     arguments.update(record="true", record_bag=str(record.resolve()), record_force="true" if force else "false")
+    if "calibration_file" not in arguments and check.rig is not None:
+        # The detector takes the LiDAR mounting and LiDAR->camera extrinsics from a rig file: the bag's own.
+        rig_file = record.with_name(record.name + ".rig.yaml")
+        rig_file.parent.mkdir(parents=True, exist_ok=True)
+        check.rig.to_yaml(rig_file)
+        arguments["calibration_file"] = str(rig_file.resolve())
     t0 = time.monotonic()
     answered, why = _run_graph(arguments, check.clouds, check.duration_s / rate)
     wall = time.monotonic() - t0

@@ -21,6 +21,7 @@ import numpy as np
 
 from perception.errors import DataError
 from perception.io.recording import Recording, read_recording
+from perception.rig import Rig
 
 log = logging.getLogger(__name__)
 WARN_LEVEL = 1
@@ -38,6 +39,7 @@ class BagCheck:
     labelled_frames: int
     camera_frames: int
     skipped: list[str] = field(default_factory=list)
+    rig: Rig | None = None  # from the bag's camera info + /tf_static
 
     def describe(self) -> str:
         """One paragraph for the user."""
@@ -59,7 +61,15 @@ def check_replay_bag(path: str | Path) -> BagCheck:
     skipped: list[str] = []
     clouds = labelled = camera = 0
     duration_ns = last = 0
-    with BagReader(path) as reader:
+    rig = None
+    try:
+        reader = BagReader(path)
+    except DataError as exc:
+        if "magic" in str(exc).lower():  # rosbags reads an mcap from its footer: a cut-off file has none
+            raise DataError(f"{str(exc).removeprefix(f'{path}: ')} (the mcap file is truncated: a recorder that "
+                            "crashed leaves no footer; nothing of it can be replayed)", str(path)) from exc
+        raise
+    with reader:
         listed = reader.info().topics
         frames = reader.frames()
         while True:
@@ -77,6 +87,7 @@ def check_replay_bag(path: str | Path) -> BagCheck:
                     raise DataError(f"no readable LiDAR cloud: {exc}", str(path)) from exc
                 skipped.append(f"frames after #{clouds}: unreadable ({type(exc).__name__}: {exc})")
                 break
+            rig = rig or frame.rig
             if clouds:  # as the player plays it: silent gaps (between recorded drives) shortened to 1 s
                 duration_ns += min(frame.stamp_ns - last, MAX_GAP_NS)
             last = frame.stamp_ns
@@ -88,7 +99,7 @@ def check_replay_bag(path: str | Path) -> BagCheck:
         skipped.append(f"{listed_clouds - clouds} of {listed_clouds} clouds listed in metadata.yaml are not readable")
     if clouds == 0:
         raise DataError("no LiDAR cloud to replay", f"{path}:/sensing/lidar/points")
-    return BagCheck(path, clouds, duration_ns / 1e9 + 0.1, labelled, camera, skipped)
+    return BagCheck(path, clouds, duration_ns / 1e9 + 0.1, labelled, camera, skipped, rig)
 
 
 def check_recording_path(record: Path, bag: Path, force: bool) -> None:
