@@ -10,6 +10,7 @@ The bag is closed (index + metadata.yaml written) on SIGINT/SIGTERM and on the l
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -73,6 +74,7 @@ class BagRecorderNode(Node):
 
             raise ConfigError(f"the recording must not go inside the replayed bag {source}",
                               f"{self.get_fully_qualified_name()}:bag")
+        self._log_to_file(Path(f"{Path(out).resolve()}.recorder.log"))
         self.writer = RecordingWriter(out, force=force, storage=storage,
                                       custom_data={SOURCE_KEY: str(source)} if source else None)
         self.writer.add_topic(ARRIVAL_TOPIC, "std_msgs/msg/Header")
@@ -90,6 +92,18 @@ class BagRecorderNode(Node):
         self._last_progress = ""
         self.create_timer(0.2, self._publish_progress)
         self.get_logger().info(f"recording into {self.writer.path}")
+
+    def _log_to_file(self, path: Path) -> None:
+        """Send this process's output to ``path``: the recorder must outlive its launcher (killed launcher =
+        dead output pipe, and a node writing to it was seen to die before closing its bag)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.get_logger().info(f"recorder output continues in {path}")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
 
     def _subscribe(self, topic: str, msgtype: str) -> None:
         if topic in self._subs or not self.writer.add_topic(topic, msgtype, latched=topic in LATCHED):

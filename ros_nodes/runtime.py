@@ -8,7 +8,8 @@ the graceful path (``on_stop``, ``destroy_node``, rclpy shutdown, interpreter ex
 
 * after ``shutdown_grace_s`` (a parameter of every node, default :data:`DEFAULT_SHUTDOWN_GRACE_S`) the
   process logs why, dumps every thread's stack, flushes its logs and exits with ``128 + signal number``;
-* a second SIGINT/SIGTERM while stopping does the same at once;
+* a second SIGINT/SIGTERM while stopping does the same at once (the same signal again within
+  :data:`DUPLICATE_SIGNAL_S` is taken as one event delivered twice);
 * should no Python thread be able to run (the GIL held by a deadlocked thread), ``faulthandler`` dumps the
   stacks 1 s later and the kernel ends the process with SIGALRM 2 s later;
 * a node started with PR_SET_PDEATHSIG (``perception launch``) also stops when its parent is gone, should
@@ -26,6 +27,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 import rclpy
@@ -46,6 +48,8 @@ DEFAULT_SHUTDOWN_GRACE_S = 5.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _SPIN_PERIOD_S = 0.1  # the main thread looks at the stop request this often
 _PARENT_POLL_S = 0.5
+#: The same stop signal again within this long is the same event delivered twice, not a request to force (s).
+DUPLICATE_SIGNAL_S = 1.0
 _PR_GET_PDEATHSIG = 2
 #: Every node announces here (std_msgs/String, latched) that it is built and subscribed: see ReadyAnnouncer.
 READY_TOPIC = "/graph/ready"
@@ -92,6 +96,7 @@ class ShutdownWatchdog:
         self.teardown_done = False  # set by run_node once rclpy is shut down
         self.reason = ""
         self._signum = 0
+        self._since = 0.0
         self._lock = threading.Lock()
 
     def install(self) -> None:
@@ -136,10 +141,16 @@ class ShutdownWatchdog:
         """Ask the node to stop and arm the watchdog; a second signal while stopping forces the exit now."""
         with self._lock:
             if self.stop_requested.is_set():
+                if is_signal and signum == self._signum and time.monotonic() - self._since < DUPLICATE_SIGNAL_S:
+                    # One event, two deliveries: a killed launcher was seen to leave its children two SIGTERMs
+                    # (its death signal and more); forcing the exit then lost a recorder's bag. Not a user's second
+                    # Ctrl-C: that one is SIGINT after SIGINT seconds later, or another signal.
+                    log.info("%s: %s again within %.1f s: already stopping", self.name, reason, DUPLICATE_SIGNAL_S)
+                    return
                 if is_signal:
                     self.force_exit(f"{reason} while stopping (after {self.reason})", 128 + signum)
                 return
-            self.reason, self._signum = reason, signum
+            self.reason, self._signum, self._since = reason, signum, time.monotonic()
             # Backstops that need no Python thread to run: stacks, then the kernel's SIGALRM. They are armed
             # before the stop is requested: once it is, the main thread may take the GIL into a stop that never
             # gives it back, and this thread would not run again.

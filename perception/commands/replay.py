@@ -214,6 +214,7 @@ def format_replay_metrics(m: dict) -> str:
     lines.append(f"  OOD frames flagged {m['ood']['frames_flagged']}, health warnings {m['health']['warnings']}, "
                  f"crowd counts {m['crowd']['messages']}")
     if m.get("wall_s") is not None:
-        lines.append(f"  wall {m['wall_s']:.1f} s (bag {m['bag_duration_s']:.1f} s)")
+        lines.append(f"  replay {m['replay_s']} s (first cloud -> last answer), wall {m['wall_s']:.1f} s with start-up "
+                     f"(bag {m['bag_duration_s']:.1f} s)")
     lines.append(f"  report: {m['report']}")
     return "\n".join(lines)

@@ -135,7 +135,10 @@ def score_recording(path: str | Path, classes: list[str], rec: Recording | None 
         why["received, never answered with a Detection3DArray"] = len(dropped)
     pipeline = _last_values(rec, "fusion_detector: pipeline")
     lat = np.array([f.latency_ms for f in rec.frames if f.latency_ms is not None])
-    warnings = [d for d in rec.diagnostics if d[1].startswith("sensor_health") and d[2] >= WARN_LEVEL]
+    # While the bag played (before the first cloud every sensor is "never received" by design).
+    start = min((f.arrival_ns for f in clouds), default=0)
+    warnings = [d for d in rec.diagnostics
+                if d[1].startswith("sensor_health") and d[2] >= WARN_LEVEL and d[0] >= start]
     m: dict[str, object] = {
         "recording": str(rec.path), "bag": rec.custom.get("trustworthy_perception.replayed_bag", "?"),
         "player": {k: v for k, v in rec.status.items() if k != "bag"},
@@ -148,6 +151,7 @@ def score_recording(path: str | Path, classes: list[str], rec: Recording | None 
                         "max": round(float(lat.max()), 1), "frames": int(lat.size),
                         "what": "cloud arrival -> its Detection3DArray's arrival, both at the recorder over DDS"}
                        if lat.size else {}),
+        "replay_s": (round((max(f.detections_ns for f in answered) - start) / 1e9, 2) if answered and start else None),
         "ood": {"frames_scored": sum(f.ood_frame_flag is not None for f in rec.frames),
                 "frames_flagged": sum(bool(f.ood_frame_flag) for f in rec.frames),
                 "detections_flagged": sum(f.ood_detections_flagged for f in rec.frames)},
@@ -221,9 +225,9 @@ def _plot_timelines(rec: Recording, path: Path) -> Path:
     log0 = min((f.arrival_ns for f in rec.frames if f.arrival_ns is not None), default=None)
     colors = {0: "tab:green", 1: "orange", 2: "red", 3: "gray"}
     for i, name in enumerate(names):
-        pts = [d for d in rec.diagnostics if d[1] == name]
         if log0 is None:
             continue
+        pts = [d for d in rec.diagnostics if d[1] == name and d[0] >= log0 - 1_000_000_000]
         # diagnostics carry the recorder's wall time; aligned to bag time through the first cloud's arrival
         ax.scatter([(d[0] - log0) / 1e9 for d in pts], [i] * len(pts), c=[colors.get(d[2], "k") for d in pts], s=14)
     ax.set_yticks(range(len(names)), [n.replace("sensor_health: ", "") for n in names])
@@ -324,7 +328,8 @@ def write_replay_report(recording: str | Path, out: str | Path, classes: list[st
         ("OOD frames flagged / scored", f"{m['ood']['frames_flagged']} / {m['ood']['frames_scored']}"),
         ("sensor-health warnings", f"{m['health']['warnings']} {m['health']['by_status'] or ''}"),
         ("crowd counts (mean)", f"{m['crowd']['messages']} ({m['crowd']['mean_count']})"),
-        ("wall time / bag duration (s)", f"{m['wall_s']} / {m.get('bag_duration_s', '?')}"),
+        ("replay (first cloud -> last answer) / wall incl. start-up / bag duration (s)",
+         f"{m['replay_s']} / {m['wall_s']} / {m.get('bag_duration_s', '?')}"),
         ("skipped", "; ".join([*m.get("bag_skipped", []), *m["skipped"]]) or "nothing"),
     ])
     def img(p: Path, alt: str) -> str:
