@@ -32,7 +32,7 @@ def _one(cmd: list[str], record: Path, launch: bool) -> dict:
             proc = subprocess.Popen(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
             while proc.poll() is None and "finished:" not in log.read_text():
                 time.sleep(0.5)
-            time.sleep(10.0)  # the detector's queue drains
+            time.sleep(30.0)  # the detector's lossless queue drains (seconds of backlog on a loaded machine)
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=60)
     m = score_recording(record, ["Car", "Pedestrian", "Cyclist"])
