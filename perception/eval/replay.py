@@ -136,9 +136,11 @@ def score_recording(path: str | Path, classes: list[str], rec: Recording | None 
     pipeline = _last_values(rec, "fusion_detector: pipeline")
     lat = np.array([f.latency_ms for f in rec.frames if f.latency_ms is not None])
     # While the bag played (before the first cloud every sensor is "never received" by design).
+    # (after the last one they go stale, also by design).
     start = min((f.arrival_ns for f in clouds), default=0)
+    end = max((f.arrival_ns for f in clouds), default=0) + MAX_GAP_NS
     warnings = [d for d in rec.diagnostics
-                if d[1].startswith("sensor_health") and d[2] >= WARN_LEVEL and d[0] >= start]
+                if d[1].startswith("sensor_health") and d[2] >= WARN_LEVEL and start <= d[0] <= end]
     m: dict[str, object] = {
         "recording": str(rec.path), "bag": rec.custom.get("trustworthy_perception.replayed_bag", "?"),
         "player": {k: v for k, v in rec.status.items() if k != "bag"},
