@@ -44,6 +44,7 @@ setup(
             "ood_monitor = ros_nodes.ood_monitor:main",
             "crowd_counter = ros_nodes.crowd_counter:main",
             "bag_player = ros_nodes.bag_player:main",
+            "bag_recorder = ros_nodes.bag_recorder:main",
         ],
     },
 )

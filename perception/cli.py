@@ -17,6 +17,7 @@ import sys
 from perception import __version__
 from perception.commands import (
     bench,
+    convert,
     crossval,
     demo,
     eval_crowd,
@@ -34,7 +35,7 @@ from perception.commands import train as train_cmd
 from perception.errors import PerceptionError
 
 #: Subcommand modules, in the order ``perception --help`` lists them.
-COMMANDS = [sim, info, demo, train_cmd, eval_cmd, crossval, fit_ood, eval_ood, export, bench, launch, replay,
+COMMANDS = [sim, info, convert, demo, train_cmd, eval_cmd, crossval, fit_ood, eval_ood, export, bench, launch, replay,
             train_crowd, eval_crowd]
 
 log = logging.getLogger("perception")

@@ -8,6 +8,7 @@ with ``use_sim_time`` see the recording's clock. See ros_nodes/README.md.
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 import threading
 import time
@@ -16,15 +17,22 @@ from pathlib import Path
 
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
+from std_msgs.msg import String
 
 from perception.errors import DataError
 from ros_nodes.convert import ns_to_stamp
 from ros_nodes.params import declare
 from ros_nodes.paths import resolve
 from ros_nodes.qos import latched_qos, output_qos
-from ros_nodes.runtime import run_node
+from ros_nodes.runtime import READY_TOPIC, run_node
 
 LATCHED_TOPICS = ("/tf_static",)
+#: The player's state (std_msgs/String JSON, latched): ``playing``, then ``done`` or ``failed`` with counts.
+STATUS_TOPIC = "/replay/status"
+#: Every awaited node must stay ready (all its subscriptions matched) this long before playing (s).
+READY_SETTLE_S = 1.0
+#: The recorder's fully qualified name in replay.launch.yaml.
+RECORDER_NODE = "/replay/bag_recorder"
 
 
 def message_class(type_name: str) -> type:
@@ -53,6 +61,17 @@ class BagPlayerNode(Node):
         self.wait_count = declare(self, "wait_for_subscribers", 1, "How many subscribers to wait for", low=0, high=100)
         self.wait_timeout_s = declare(self, "wait_timeout_s", 60.0, "Give up waiting after this long (s)",
                                       low=0.0, high=3600.0)
+        nodes = declare(self, "wait_for_nodes", "", "Before playing, wait until these nodes (comma-separated fully "
+                        f"qualified names) have announced on {READY_TOPIC} that they are ready")
+        self.wait_nodes = {n.strip() for n in nodes.split(",") if n.strip()}
+        if declare(self, "wait_for_recorder", False, f"Also wait for {RECORDER_NODE} (replay with recording)"):
+            self.wait_nodes.add(RECORDER_NODE)
+        self.node_state: dict[str, list[str]] = {}  # node -> its subscriptions not yet matched
+        self._ready_lock = threading.Lock()
+        if self.wait_nodes:
+            # Deep enough to keep every node's latched announcement until the executor takes it.
+            self.create_subscription(String, READY_TOPIC, self._on_ready, latched_qos(depth=100))
+        self.status_pub = self.create_publisher(String, STATUS_TOPIC, latched_qos(depth=1))
         skip = declare(self, "skip_topics", "", "Comma-separated topics not to play (e.g. to drop the camera)")
         self.skip = {t.strip() for t in skip.split(",") if t.strip()}
         self.path = resolve(bag)
@@ -75,6 +94,7 @@ class BagPlayerNode(Node):
             self.connections.append(conn)
         self.clock_pub = self.create_publisher(Clock, "/clock", output_qos(depth=10)) if self.publish_clock else None
         self.published = 0
+        self.published_by_topic: dict[str, int] = {}
         self.loops = 0
         self._stop = threading.Event()
         self.done = threading.Event()
@@ -103,10 +123,51 @@ class BagPlayerNode(Node):
         self.reader.close()
 
     # ------------------------------------------------------------------ playback (worker thread)
+    def _on_ready(self, msg: String) -> None:
+        try:
+            doc = json.loads(msg.data)
+            name, unmatched = str(doc["node"]), list(doc["unmatched"])
+        except (ValueError, KeyError, TypeError):
+            self.get_logger().warning(f"ignoring a malformed {READY_TOPIC} message: {msg.data[:200]!r}")
+            return
+        with self._ready_lock:
+            self.node_state[name] = unmatched
+            ready = self.wait_nodes & {n for n, u in self.node_state.items() if not u}
+        what = "ready" if not unmatched else f"up, not yet matched on {', '.join(unmatched)}"
+        self.get_logger().info(f"{name} is {what} ({len(ready)} of {len(self.wait_nodes)} awaited ready)")
+
+    def _missing(self) -> list[str]:
+        with self._ready_lock:
+            return sorted(n if n not in self.node_state else f"{n} (unmatched {', '.join(self.node_state[n])})"
+                          for n in self.wait_nodes if self.node_state.get(n, ["?"]))
+
+    def _publish_status(self, state: str, **values: object) -> None:
+        self.status_pub.publish(String(data=json.dumps({"state": state, "bag": str(self.path), **values})))
+
+    def _wait_for_nodes(self, deadline: float) -> None:
+        if not self.wait_nodes:
+            return
+        ready_since = None
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            if self._missing():
+                ready_since = None
+            elif ready_since is None:
+                ready_since = time.monotonic()
+            elif time.monotonic() - ready_since >= READY_SETTLE_S:
+                # Still ready after every node re-checked its matches (each does every 0.25 s) at least once.
+                self.get_logger().info(f"every awaited node is ready: {', '.join(sorted(self.wait_nodes))}")
+                return
+            time.sleep(0.05)
+        if not self._stop.is_set():
+            missing = self._missing()
+            self.get_logger().warning(f"timed out after {self.wait_timeout_s:.0f} s waiting for node(s) "
+                                      f"{', '.join(missing)}: playing anyway, frames may be lost")
+
     def _wait_for_subscribers(self) -> None:
+        deadline = time.monotonic() + self.wait_timeout_s
+        self._wait_for_nodes(deadline)
         if not self.wait_topic or self.wait_count <= 0:
             return
-        deadline = time.monotonic() + self.wait_timeout_s
         while not self._stop.is_set() and time.monotonic() < deadline:
             # Matched subscriptions of our own publisher, not graph discovery: a subscriber the graph already
             # lists may not be matched yet, and what is published before the match is lost to it.
@@ -142,14 +203,18 @@ class BagPlayerNode(Node):
                                                                   if c.topic in LATCHED_TOPICS]):
                 self.publishers_by_topic[conn.topic].publish(bytes(raw))
             self._wait_for_subscribers()
+            self._publish_status("playing")
             while not self._stop.is_set():
                 self._play_once()
                 self.loops += 1
                 if not self.loop:
                     break
             self.get_logger().info(f"finished: {self.published} messages published, {self.loops} pass(es)")
+            self._publish_status("done", published=self.published, by_topic=self.published_by_topic)
         except Exception as exc:  # keep the node (and its logs) alive; report the failure
-            self.get_logger().error(f"playback failed: {exc}")
+            self.get_logger().error(f"playback failed after {self.published} messages: {exc}")
+            self._publish_status("failed", published=self.published, by_topic=self.published_by_topic,
+                                 error=f"{self.path}: {exc}")
         finally:
             self.done.set()
 
@@ -174,6 +239,7 @@ class BagPlayerNode(Node):
             self._publish_clock(bag_ns)
             self.publishers_by_topic[conn.topic].publish(bytes(raw))
             self.published += 1
+            self.published_by_topic[conn.topic] = self.published_by_topic.get(conn.topic, 0) + 1
 
 
 def main(args: list[str] | None = None) -> int:

@@ -20,8 +20,9 @@ from trustworthy_perception_msgs.msg import Detection3D, Detection3DArray, Detec
 
 from perception.detector.result import DetectionResult
 from perception.errors import DataError
-from perception.frame import DETECTION_CLASSES, Box3D, Detection, Frame
+from perception.frame import DETECTION_CLASSES, Detection, Frame
 from perception.io.bag import cloud_to_points, image_msg_to_array
+from perception.io.recording import detections_from_msg
 from perception.rig import Rig
 
 _XYZ = ("x", "y", "z")
@@ -229,17 +230,7 @@ def result_to_msg(result: DetectionResult, header: Header, class_names: Sequence
 
 def msg_to_detections(msg: Detection3DArray) -> list[Detection]:
     """:class:`Detection` objects back from a ``Detection3DArray`` (no attention or features)."""
-    out = []
-    for d in msg.detections:
-        p = d.pose.position
-        box = Box3D(label=d.label, center=[p.x, p.y, p.z], size=[d.size.x, d.size.y, d.size.z],
-                    yaw=quaternion_yaw(d.pose.orientation),
-                    velocity=np.array([d.velocity.x, d.velocity.y]) if d.velocity_known else None)
-        share = {} if math.isnan(d.lidar_share) else {"lidar": float(d.lidar_share), "camera": float(d.camera_share)}
-        out.append(Detection(box=box, score=float(d.score), probability=float(d.existence_probability),
-                             covariance=np.asarray(d.covariance, dtype=np.float64).reshape(7, 7),
-                             modality_share=share, ood_score=None if math.isnan(d.ood_score) else float(d.ood_score)))
-    return out
+    return detections_from_msg(msg)
 
 
 def features_to_msg(result: DetectionResult, header: Header) -> DetectionFeatures:

@@ -115,7 +115,10 @@ class FusionDetectorNode(Node):
 
         self.sync = ApproximateTimeSync(slop_s=slop, timeout_s=timeout, queue_size=queue)
         self.stats = _Stats()
-        self._slot: _Job | None = None
+        # Live: a one-slot queue (the newest frame wins, replaced ones are counted as dropped). Evaluation
+        # (reliable_input): every frame waits its turn, so a replay loses none to a busy machine.
+        self.lossless = bool(reliable)
+        self._pending: deque[_Job] = deque()
         self._cv = threading.Condition()
         self._running = True
         self._last_xai = -1e9
@@ -201,20 +204,21 @@ class FusionDetectorNode(Node):
             frame = Frame(points=points, image=image, rig=self.rig, stamp_ns=m.primary_stamp_ns,
                           frame_id=header.frame_id, image_stamp_ns=m.secondary_stamp_ns)
             with self._cv:
-                if self._slot is not None:
+                if self._pending and not self.lossless:
+                    self._pending.clear()
                     self.stats.dropped += 1
-                self._slot = _Job(frame, header, reasons, received)
+                self._pending.append(_Job(frame, header, reasons, received))
                 self._cv.notify()
 
     # ------------------------------------------------------------------ inference (worker thread)
     def _work(self) -> None:
         while True:
             with self._cv:
-                while self._slot is None and self._running:
+                while not self._pending and self._running:
                     self._cv.wait()
                 if not self._running:
                     return
-                job, self._slot = self._slot, None
+                job = self._pending.popleft()
             try:
                 self._process(job)
             except Exception as exc:  # a failing frame must not take the node down; report it

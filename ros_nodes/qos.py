@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
+#: History of a reliable (evaluation) sensor subscription: a busy executor must not let KEEP_LAST overwrite a
+#: delivered cloud before its callback ran.
+RELIABLE_INPUT_DEPTH = 20
+
 
 def sensor_qos(depth: int = 2) -> QoSProfile:
     """Sensor inputs: best effort (matches both reliable and best-effort publishers), keep the newest few."""
@@ -19,7 +23,7 @@ def input_qos(reliable: bool = False, depth: int = 2) -> QoSProfile:
     """
     if not reliable:
         return sensor_qos(depth)
-    return output_qos(depth)
+    return output_qos(max(depth, RELIABLE_INPUT_DEPTH))
 
 
 def output_qos(depth: int = 10) -> QoSProfile:

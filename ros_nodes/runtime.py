@@ -8,7 +8,8 @@ the graceful path (``on_stop``, ``destroy_node``, rclpy shutdown, interpreter ex
 
 * after ``shutdown_grace_s`` (a parameter of every node, default :data:`DEFAULT_SHUTDOWN_GRACE_S`) the
   process logs why, dumps every thread's stack, flushes its logs and exits with ``128 + signal number``;
-* a second SIGINT/SIGTERM while stopping does the same at once;
+* a second SIGINT/SIGTERM while stopping does the same at once (the same signal again within
+  :data:`DUPLICATE_SIGNAL_S` is taken as one event delivered twice);
 * should no Python thread be able to run (the GIL held by a deadlocked thread), ``faulthandler`` dumps the
   stacks 1 s later and the kernel ends the process with SIGALRM 2 s later;
 * a node started with PR_SET_PDEATHSIG (``perception launch``) also stops when its parent is gone, should
@@ -19,21 +20,25 @@ from __future__ import annotations
 
 import ctypes
 import faulthandler
+import json
 import logging
 import math
 import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
+from std_msgs.msg import String
 
 from perception.errors import PerceptionError
 from ros_nodes.params import declare
+from ros_nodes.qos import latched_qos
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +48,11 @@ DEFAULT_SHUTDOWN_GRACE_S = 5.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _SPIN_PERIOD_S = 0.1  # the main thread looks at the stop request this often
 _PARENT_POLL_S = 0.5
+#: The same stop signal again within this long is the same event delivered twice, not a request to force (s).
+DUPLICATE_SIGNAL_S = 1.0
 _PR_GET_PDEATHSIG = 2
+#: Every node announces here (std_msgs/String, latched) that it is built and subscribed: see ReadyAnnouncer.
+READY_TOPIC = "/graph/ready"
 
 
 def parent_death_signal() -> int:
@@ -87,6 +96,7 @@ class ShutdownWatchdog:
         self.teardown_done = False  # set by run_node once rclpy is shut down
         self.reason = ""
         self._signum = 0
+        self._since = 0.0
         self._lock = threading.Lock()
 
     def install(self) -> None:
@@ -131,10 +141,16 @@ class ShutdownWatchdog:
         """Ask the node to stop and arm the watchdog; a second signal while stopping forces the exit now."""
         with self._lock:
             if self.stop_requested.is_set():
+                if is_signal and signum == self._signum and time.monotonic() - self._since < DUPLICATE_SIGNAL_S:
+                    # One event, two deliveries: a killed launcher was seen to leave its children two SIGTERMs
+                    # (its death signal and more); forcing the exit then lost a recorder's bag. Not a user's second
+                    # Ctrl-C: that one is SIGINT after SIGINT seconds later, or another signal.
+                    log.info("%s: %s again within %.1f s: already stopping", self.name, reason, DUPLICATE_SIGNAL_S)
+                    return
                 if is_signal:
                     self.force_exit(f"{reason} while stopping (after {self.reason})", 128 + signum)
                 return
-            self.reason, self._signum = reason, signum
+            self.reason, self._signum, self._since = reason, signum, time.monotonic()
             # Backstops that need no Python thread to run: stacks, then the kernel's SIGALRM. They are armed
             # before the stop is requested: once it is, the main thread may take the GIL into a stop that never
             # gives it back, and this thread would not run again.
@@ -164,14 +180,51 @@ class ShutdownWatchdog:
         os._exit(status)
 
 
+class ReadyAnnouncer:
+    """Says on :data:`READY_TOPIC` (latched std_msgs/String JSON ``{"node", "unmatched"}``) that the node is
+    built, and which of its subscriptions are not yet matched to publishers the graph already lists.
+
+    Re-published whenever that list changes (checked every 0.25 s, wall clock): DDS matching can lag graph
+    discovery by seconds on a busy machine, and what is published before the match is lost to the subscriber.
+    The bag player waits for every awaited node to report an empty list (``wait_for_nodes``).
+    """
+
+    def __init__(self, node: Node) -> None:
+        from rclpy.clock import Clock, ClockType
+
+        self.node = node
+        self._pub = node.create_publisher(String, READY_TOPIC, latched_qos(depth=1))
+        self._last: list[str] | None = None
+        self.check()
+        self._timer = node.create_timer(0.25, self.check, clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+    def unmatched(self) -> list[str]:
+        """Subscribed topics with more publishers in the graph than matched to our subscription."""
+        out = []
+        for sub in self.node.subscriptions:
+            topic = sub.topic_name
+            if topic != READY_TOPIC and self.node.count_publishers(topic) > sub.get_publisher_count():
+                out.append(topic)
+        return sorted(set(out))
+
+    def check(self) -> None:
+        """Publish the state when it changed."""
+        state = self.unmatched()
+        if state != self._last:
+            self._last = state
+            self._pub.publish(String(data=json.dumps({"node": self.node.get_fully_qualified_name(),
+                                                      "unmatched": state})))
+
+
 def run_node(name: str, factory: Callable[[], Node], args: list[str] | None = None,
-             on_stop: Callable[[Node], object] | None = None) -> int:
+             on_stop: Callable[[Node], object] | None = None, exit_process: bool = True) -> int:
     """Spin the node made by ``factory`` until SIGINT/SIGTERM, then stop it; returns 0 (a PerceptionError
     while building the node or reading ``shutdown_grace_s``: 2). Call it from the main thread.
 
-    ``on_stop`` runs after spinning ends (e.g. to join worker threads, close files) and before the node is
-    destroyed. Stopping must finish, process exit included, within the node's ``shutdown_grace_s``; see
-    the module docstring for what happens otherwise.
+    With ``exit_process`` (default) a clean stop ends the process with status 0 right after rclpy is shut
+    down instead of returning. ``on_stop`` runs after spinning ends (e.g. to join worker threads, close files)
+    and before the node is destroyed. Stopping must finish, process exit included, within the node's
+    ``shutdown_grace_s``; see the module docstring for what happens otherwise.
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
@@ -189,6 +242,7 @@ def run_node(name: str, factory: Callable[[], Node], args: list[str] | None = No
             node.destroy_node()
         rclpy.try_shutdown()
         return 2
+    ReadyAnnouncer(node)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
@@ -203,4 +257,10 @@ def run_node(name: str, factory: Callable[[], Node], args: list[str] | None = No
         node.destroy_node()
         rclpy.try_shutdown()
         watchdog.teardown_done = True
+    if exit_process:
+        # Everything is closed. Skip the interpreter's teardown: with torch and rclpy loaded its garbage
+        # collection was seen to take longer than ros2 launch's 5 s SIGINT timeout on a busy machine (the
+        # node then escalated to SIGTERM and counted as killed).
+        _flush_logs()
+        os._exit(0)
     return 0

@@ -1,5 +1,6 @@
 """``perception demo``: the main job on the bundled default drive — replay it through the fusion
-detector and write a report (metrics, BEV and camera PNGs with boxes and probabilities, an HTML page).
+detector and write a report (metrics, BEV and camera PNGs with boxes and probabilities, an HTML page);
+then the same for a real KITTI drive (``kitti_raw_0926_traffic``, converted to a bag under ``out/drives``).
 
 The drive is defined in ``config/default_drive.yaml`` and generated deterministically with the
 simulator the first time (or whenever its definition changes), then cached as a bag under ``data/``.
@@ -146,6 +147,49 @@ def run(args: argparse.Namespace) -> int:
     cfg = DetectorConfig.from_yaml(Path(args.model) / CONFIG_FILE)
     out = Path(args.out)
     metrics = evaluate(detector, str(bag), cfg, lidar_only=True, report_dir=out, pictures=3)
+    real = real_drive(detector, cfg, out)
+    if real is not None:
+        metrics["real_drive"] = real
+        _link_real_drive(out / "index.html", real)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(format_metrics(metrics))
+    if real is not None:
+        print(format_metrics(real))
     return 0
+
+
+#: The real drive `perception demo` replays as well: a KITTI raw drive (camera, no labels) from ../shared/data.
+REAL_DRIVE = REPO_ROOT.parent / "shared" / "data" / "kitti_raw_0926_traffic"
+
+
+def real_drive(detector, cfg, out: Path, source: Path = REAL_DRIVE) -> dict | None:
+    """Convert the real drive to a bag once (``out/../drives/<name>``), replay it through the detector and
+    report it in ``out/real_drive``; None (with a note) when the shared data folder is absent."""
+    from perception.eval.evaluate import evaluate
+
+    if not (source / "training" / "velodyne").is_dir():
+        print(f"real drive not available at {source}: shared data folder absent, showing the simulated drive only")
+        return None
+    bag = out.parent / "drives" / source.name
+    if not is_bag(bag):
+        from perception.io import KittiDataset
+
+        ds = KittiDataset(source)
+        write_frames(iter(ds), bag, "bag", ds[0].rig, total=len(ds),
+                     custom_data={"trustworthy_perception.source": str(source)}, progress=False)
+        print(f"converted {source} to {bag}")
+    return evaluate(detector, str(bag), cfg, lidar_only=False, report_dir=out / "real_drive", pictures=3,
+                    stage_latency=False)
+
+
+def _link_real_drive(index: Path, real: dict) -> None:
+    """Add the real drive's section to the demo page."""
+    import html
+
+    section = (f"<h2>Real drive: {html.escape(Path(str(real['data'])).name)} (KITTI raw, {real['frames']} frames, "
+               "no labels)</h2><p>Replayed from its bag through the same detector: "
+               "<a href='real_drive/index.html'>its report</a>.</p>"
+               + "".join(f"<p><img src='real_drive/{html.escape(name)}' style='max-width:100%'></p>"
+                         for name in sorted(p.name for p in (index.parent / "real_drive").glob("frame_*.png"))))
+    text = index.read_text()
+    index.write_text(text.replace("</body>", section + "</body>", 1))

@@ -17,7 +17,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                                           "p >= 0.5, per-stage latency, LiDAR-only AP; --report draws every real "
                                           "frame (3 of a sim split).")
     p.add_argument("--model", default="models/fusion_default", help="model directory")
-    p.add_argument("--data", default="sim:test", help="sim:test | sim:val | KITTI folder | rosbag2 folder")
+    p.add_argument("--data", default="sim:test",
+                   help="sim:test | sim:val | KITTI folder | rosbag2 folder | a replay recording (re-scored)")
     p.add_argument("--backend", default="torch", help="engine backend (torch, onnxruntime, ...)")
     p.add_argument("--limit", type=int, default=None, help="evaluate at most N frames")
     p.add_argument("--json", type=Path, default=None, help="write the metrics as JSON here")
@@ -68,12 +69,23 @@ def run(args: argparse.Namespace) -> int:
     from perception.detector.checkpoint import CONFIG_FILE
     from perception.detector.config import DetectorConfig
     from perception.eval.evaluate import evaluate
+    from perception.io.recording import is_recording
 
-    detector = FusionDetector.load(args.model, backend=args.backend)
     cfg = DetectorConfig.from_yaml(Path(args.model) / CONFIG_FILE)
-    metrics = evaluate(detector, args.data, cfg, limit=args.limit, lidar_only=not args.no_lidar_only,
-                       report_dir=args.report, pictures=args.pictures)
-    print(format_metrics(metrics))
+    if is_recording(args.data):  # a `perception replay` recording: re-score it, the graph is not run again
+        from perception.commands.replay import format_replay_metrics
+        from perception.eval.replay import score_recording, write_replay_report
+
+        classes = list(cfg.model.classes)
+        metrics = (write_replay_report(args.data, args.report, classes) if args.report
+                   else score_recording(args.data, classes))
+        metrics.setdefault("report", "-")
+        print(format_replay_metrics(metrics))
+    else:
+        detector = FusionDetector.load(args.model, backend=args.backend)
+        metrics = evaluate(detector, args.data, cfg, limit=args.limit, lidar_only=not args.no_lidar_only,
+                           report_dir=args.report, pictures=args.pictures)
+        print(format_metrics(metrics))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(metrics, indent=2) + "\n")

@@ -1,19 +1,37 @@
-"""``perception replay [--bag X] [--rate R]``: play a bag through the whole node graph (replay.launch.yaml)."""
+"""``perception replay [--bag B] [--rate R] [--report DIR] [--record OUT_BAG] [--force]``: play a bag through
+the whole node graph (replay.launch.yaml); with ``--report`` / ``--record`` as an evaluation run: the graph's
+outputs are recorded into a new bag (``bag_recorder``), the run ends when every cloud is answered (or the
+player is done and the graph has gone quiet), and an HTML evaluation report is written from the recording.
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+#: After the player is done, stop waiting for detections when none came for this long (s).
+SETTLE_S = 8.0
+#: Start-up allowance (model loading and warm-up of every node on a busy 2-core machine), s.
+STARTUP_S = 600.0
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``perception replay``."""
     p = subparsers.add_parser(
         "replay", help="replay a bag through the detector and monitors (launch/replay.launch.yaml)",
-        description="Runs launch/replay.launch.yaml: bag_player + fusion_detector + sensor_health. "
-                    "Watch /perception/* (RViz config: launch/perception.rviz). Ctrl-C stops.")
+        description="Runs launch/replay.launch.yaml: bag_player + fusion_detector + sensor_health + ood_monitor + "
+                    "crowd_counter. Without --report/--record: watch /perception/* (RViz config: "
+                    "launch/perception.rviz), Ctrl-C stops. With --report DIR: record the outputs, stop when every "
+                    "cloud is answered, and write DIR/index.html (AP vs the bag's ground truth, D-ECE, DDS latency, "
+                    "drops, OOD / health / crowd timelines, XAI snapshots).")
     p.add_argument("--bag", help="rosbag2 folder (default: the bundled drive data/default_drive)")
     p.add_argument("--rate", type=float, help="playback speed factor (default 1.0)")
     p.add_argument("--loop", action="store_true", help="play the bag again and again")
+    p.add_argument("--report", type=Path, default=None, help="write an evaluation report into this folder")
+    p.add_argument("--record", type=Path, default=None,
+                   help="record the graph's outputs into this new bag (default with --report: DIR/recording)")
+    p.add_argument("--force", action="store_true", help="replace an existing recording")
+    p.add_argument("--model", default="models/fusion_default", help="model folder (its config gives the classes)")
     p.add_argument("arguments", nargs="*", metavar="NAME:=VALUE",
                    help="more launch arguments (perception launch replay.launch.yaml --show-args lists them)")
     p.set_defaults(func=run)
@@ -21,9 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the replay launch file with the options as launch arguments."""
-    from pathlib import Path
-
+    """Run the replay launch file with the options as launch arguments (an evaluation run with --report)."""
     from perception.errors import ConfigError
     from ros_nodes.launch_runner import find_launch_file, parse_cli_arguments, run_launch
 
@@ -42,4 +58,163 @@ def run(args: argparse.Namespace) -> int:
         arguments["rate"] = str(args.rate)
     if args.loop:
         arguments["loop"] = "true"
-    return run_launch(find_launch_file("replay.launch.yaml"), arguments)
+    if args.report is None and args.record is None:
+        return run_launch(find_launch_file("replay.launch.yaml"), arguments)
+    if args.loop:
+        raise ConfigError("an evaluation replay plays the bag once", "--loop")
+    return evaluate_replay(Path(arguments["bag"]), arguments, args.report, args.record, args.force,
+                           float(arguments.get("rate", 1.0)), args.model)
+
+
+def evaluate_replay(bag: Path, arguments: dict[str, str], report: Path | None, record: Path | None, force: bool,
+                    rate: float, model: str) -> int:
+    """Check the bag, replay it with the recorder, wait for every answer, then write the report."""
+    import time
+
+    from perception.eval.replay import check_recording_path, check_replay_bag
+
+    check = check_replay_bag(bag)
+    print(check.describe())
+    record = record if record is not None else report / "recording"
+    check_recording_path(record, bag, force)
+    arguments.update(record="true", record_bag=str(record.resolve()), record_force="true" if force else "false")
+    if "calibration_file" not in arguments and check.rig is not None:
+        # The detector takes the LiDAR mounting and LiDAR->camera extrinsics from a rig file: the bag's own.
+        rig_file = record.with_name(record.name + ".rig.yaml")
+        rig_file.parent.mkdir(parents=True, exist_ok=True)
+        check.rig.to_yaml(rig_file)
+        arguments["calibration_file"] = str(rig_file.resolve())
+    t0 = time.monotonic()
+    answered, why = _run_graph(arguments, check.clouds, check.duration_s / rate)
+    wall = time.monotonic() - t0
+    print(f"replay ended ({why}): {answered} of {check.clouds} clouds answered, {wall:.1f} s wall")
+    if report is None:
+        print(f"recording: {record}")
+        return 0
+    from perception.commands import find_resource
+    from perception.eval.replay import write_replay_report
+
+    metrics = write_replay_report(record, report, classes=_classes(find_resource(model)), bag_check=check,
+                                  wall_s=wall)
+    print(format_replay_metrics(metrics))
+    return 0
+
+
+def _classes(model_dir: Path) -> list[str]:
+    from perception.detector.checkpoint import CONFIG_FILE
+    from perception.detector.config import DetectorConfig
+
+    return list(DetectorConfig.from_yaml(model_dir / CONFIG_FILE).model.classes)
+
+
+def _run_graph(arguments: dict[str, str], clouds: int, duration_s: float) -> tuple[int, str]:
+    """Start the graph, show progress until every cloud is answered (or the graph is done), stop it."""
+    import json
+    import os
+    import signal
+    import time
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from std_msgs.msg import String
+    from tqdm import tqdm
+
+    from perception.io.recording import RECORDER_STATUS_TOPIC, STATUS_TOPIC
+    from ros_nodes.launch_runner import LaunchRunner, find_launch_file, plan_launch
+    from ros_nodes.paths import dds_env
+    from ros_nodes.qos import latched_qos
+
+    os.environ.update({k: v for k, v in dds_env().items() if k not in os.environ or k.startswith(("ROS_", "FASTDDS"))})
+    launch_file = find_launch_file("replay.launch.yaml")
+    plan = plan_launch(launch_file, arguments)
+    log_path = Path(arguments["record_bag"]).with_name(Path(arguments["record_bag"]).name + ".launch.log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_file = log_path.open("w")
+    runner = LaunchRunner(plan.nodes, out=log_file)
+    stop = {"signal": ""}
+    previous = {sig: signal.signal(sig, lambda s, _f: stop.update(signal=signal.Signals(s).name))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    rclpy.init()
+    node = rclpy.create_node("replay_monitor", namespace="/replay")
+    progress: dict = {}
+    status: dict = {}
+    last = [time.monotonic()]
+
+    def on_progress(msg: String) -> None:
+        progress.update(json.loads(msg.data))
+        last[0] = time.monotonic()
+
+    def on_status(msg: String) -> None:
+        status.update(json.loads(msg.data))
+        last[0] = time.monotonic()
+
+    # Both latched state topics: the recorder counts what it recorded, the player says when it is done.
+    node.create_subscription(String, RECORDER_STATUS_TOPIC, on_progress, latched_qos(depth=1))
+    node.create_subscription(String, STATUS_TOPIC, on_status, latched_qos(depth=1))
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    why = "?"
+    print(f"starting the graph (log: {log_path})")
+    runner.start()
+    deadline = time.monotonic() + STARTUP_S + 3 * duration_s + 60
+    bar = tqdm(total=clouds, desc="replay", unit="frame")
+    try:
+        while True:
+            executor.spin_once(timeout_sec=0.1)
+            answered = int(progress.get("answered", 0))
+            if answered > bar.n:
+                bar.update(answered - bar.n)
+            if stop["signal"]:
+                why = f"stopped by {stop['signal']}"
+                break
+            published = (status.get("by_topic") or {}).get("/sensing/lidar/points")
+            if status.get("state") == "done" and answered >= (published or clouds):
+                why = "every cloud answered"
+                break
+            if status.get("state") in ("done", "failed") and time.monotonic() - last[0] > SETTLE_S:
+                why = f"player {status['state']}, graph quiet for {SETTLE_S:.0f} s"
+                break
+            dead = [n for n, p in runner.procs.items() if p.poll() is not None]
+            if dead:
+                why = f"node(s) {', '.join(dead)} exited (see {log_path})"
+                break
+            if time.monotonic() > deadline:
+                why = "timed out"
+                break
+    finally:
+        bar.close()
+        runner.stop()
+        for reader in runner._readers:
+            reader.join(timeout=1.0)
+        executor.shutdown(timeout_sec=1.0)
+        node.destroy_node()
+        rclpy.try_shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        log_file.close()
+    return int(progress.get("answered", 0)), why
+
+
+def format_replay_metrics(m: dict) -> str:
+    """Human-readable summary of a replay report."""
+    f = m["frames"]
+    lines = [f"replay of {m['bag']}: {f['clouds']} clouds, {f['answered']} answered, {f['dropped']} dropped, "
+             f"{f['degraded']} degraded"]
+    if m.get("ap3d"):
+        lines.append("  ap3d  " + "  ".join(f"{c} {'n/a' if v is None else f'{v:.2f}'}" for c, v in m["ap3d"].items()))
+        lines.append("  apbev " + "  ".join(f"{c} {'n/a' if v is None else f'{v:.2f}'}" for c, v in m["apbev"].items()))
+    else:
+        lines.append("  no ground truth in the bag: AP not computed")
+    for key in ("dece_before", "dece_after"):
+        if key in m:
+            lines.append(f"  {key:12s} {m[key]}")
+    lat = m.get("latency_ms") or {}
+    if lat:
+        lines.append(f"  DDS latency (cloud arrival -> detections arrival) p50 {lat['p50']} ms, p99 {lat['p99']} ms")
+    lines.append(f"  OOD frames flagged {m['ood']['frames_flagged']}, health warnings {m['health']['warnings']}, "
+                 f"crowd counts {m['crowd']['messages']}")
+    if m.get("wall_s") is not None:
+        lines.append(f"  replay {m['replay_s']} s (first cloud -> last answer), wall {m['wall_s']:.1f} s with start-up "
+                     f"(bag {m['bag_duration_s']:.1f} s)")
+    lines.append(f"  report: {m['report']}")
+    return "\n".join(lines)

@@ -435,7 +435,8 @@ class BagWriter:
             rig.check_image(frame.image, f"frame {frame.frame_id or self.count}: image")
             self._put(IMAGE_TOPIC, image_to_msg(frame.image, image_stamp, rig.camera_frame), image_stamp)
         self._put(CAMERA_INFO_TOPIC, rig_to_camera_info(rig, image_stamp), image_stamp)
-        self._put(GT_TOPIC, boxes_to_markers(frame.boxes, stamp, rig.lidar_frame), stamp)
+        if frame.meta.get("has_labels", True):  # an unlabelled real frame has no ground truth, not zero objects
+            self._put(GT_TOPIC, boxes_to_markers(frame.boxes, stamp, rig.lidar_frame), stamp)
         self._put(FRAME_INFO_TOPIC, frame_info_msg(frame), stamp)
         self.count += 1
 
