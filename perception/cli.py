@@ -25,6 +25,7 @@ from perception.commands import (
     info,
     launch,
     replay,
+    robustness,
     sim,
     train_crowd,
 )
@@ -34,7 +35,7 @@ from perception.errors import PerceptionError
 
 #: Subcommand modules, in the order ``perception --help`` lists them.
 COMMANDS = [sim, info, demo, train_cmd, eval_cmd, fit_ood, eval_ood, export, bench, launch, replay,
-            train_crowd, eval_crowd]
+            train_crowd, eval_crowd, robustness]
 
 log = logging.getLogger("perception")
 
