@@ -24,7 +24,7 @@ from perception.frame import Frame
 from perception.ood.monitor import OodMonitor
 from perception.robustness.corruptions import NotApplicable, check_severity, corrupt, get_corruption
 from perception.trust.calibration import Calibration
-from perception.trust.health import frame_flagged
+from perception.trust.health import Level, frame_checks
 from perception.trust.shift_calibration import calibrate_for_flags
 
 log = logging.getLogger(__name__)
@@ -40,11 +40,19 @@ class SuiteRecord:
     record: FrameRecord
     health: bool  # a sensor-health content check at WARN or worse
     ood: bool  # the OOD monitor's frame score above its threshold
+    health_lidar: bool = False  # a LiDAR (point count / NaN share) health check at WARN or worse
+    ood_lidar: bool = False  # the OOD frame score of the embedding's LiDAR part above its threshold
 
     @property
     def flagged(self) -> bool:
         """Either monitor flagged the input."""
         return self.health or self.ood
+
+    @property
+    def lidar_flagged(self) -> bool:
+        """A monitor flagged the LiDAR input: what the flagged-input calibration acts on (the detector's scores
+        and boxes come mostly from the LiDAR; a camera fault alone leaves them calibrated)."""
+        return self.health_lidar or self.ood_lidar
 
 
 @dataclass
@@ -60,13 +68,17 @@ class SuiteRun:
 def run_one(detector: FusionDetector, monitor: OodMonitor | None, frame: Frame) -> SuiteRecord:
     """Detect on ``frame`` and grade its input with both monitors."""
     result = detector(frame)
-    ood = False
+    ood = ood_lidar = False
     if monitor is not None and result.frame_embedding is not None:
         ood = monitor.score_result(result).frame_flag(OOD_FRAME_SCORE)
+        ood_lidar = monitor.score_result(result, lidar_part=True).frame_flag(OOD_FRAME_SCORE)
     for d in result.detections:
         d.attention = {}
     rec = FrameRecord(frame.frame_id, frame.boxes, result.detections, result.timings_ms, result.degraded)
-    return SuiteRecord(rec, health=frame_flagged(frame), ood=ood)
+    checks = frame_checks(frame)
+    return SuiteRecord(rec, health=any(c.level >= Level.WARN for c in checks), ood=ood,
+                       health_lidar=any(c.level >= Level.WARN for c in checks if c.sensor == "lidar"),
+                       ood_lidar=ood_lidar)
 
 
 def check_selection(corruptions: Sequence[str], severities: Sequence[int]) -> tuple[list[str], list[int]]:
@@ -137,11 +149,12 @@ def cell_metrics(rows: list[SuiteRecord], classes: list[str], difficulty: str,
         "flagged": _round(np.mean([r.flagged for r in rows])),
         "flagged_health": _round(np.mean([r.health for r in rows])),
         "flagged_ood": _round(np.mean([r.ood for r in rows])),
+        "flagged_lidar": _round(np.mean([r.lidar_flagged for r in rows])),
         "lidar_only": _round(np.mean([not _camera_used(r.record) for r in rows])),
     }
     if shift_calibration is not None:
         fixed = [FrameRecord(r.record.frame_id, r.record.gt,
-                             calibrate_for_flags(r.record.detections, r.flagged, shift_calibration))
+                             calibrate_for_flags(r.record.detections, r.lidar_flagged, shift_calibration))
                  for r in rows]
         cal_fixed = calibration_stats(fixed)
         out["dece_fixed"] = cal_fixed["dece_after"]
@@ -192,11 +205,11 @@ def summarize(run: SuiteRun, classes: list[str], difficulty: str,
 
 
 def fit_flagged_calibration(run: SuiteRun, fitted_on: str) -> Calibration:
-    """A flagged-input calibration (:mod:`perception.trust.shift_calibration`) from the corrupted runs the
-    monitors flagged."""
+    """A flagged-input calibration (:mod:`perception.trust.shift_calibration`) from every run (clean or corrupted)
+    whose LiDAR input a monitor flagged: the frames it will be applied to."""
     from perception.eval.evaluate import fit_calibration_from_records
 
-    recs = [r.record for (name, _), rows in run.records.items() if name != "clean" for r in rows if r.flagged]
+    recs = [r.record for rows in run.records.values() for r in rows if r.lidar_flagged]
     if not recs:
-        raise DataError("no corrupted frame was flagged: nothing to fit a flagged-input calibration on", fitted_on)
+        raise DataError("no frame's LiDAR input was flagged: nothing to fit a flagged-input calibration on", fitted_on)
     return fit_calibration_from_records(recs, fitted_on)

@@ -1,5 +1,6 @@
-"""Calibration under shift: a second :class:`~perception.trust.calibration.Calibration`, fitted on inputs the
-sensor-health or OOD monitors flagged, used in place of the clean one whenever they flag a frame.
+"""Calibration under shift: a second :class:`~perception.trust.calibration.Calibration`, fitted on frames whose
+LiDAR input the monitors flagged (a LiDAR health check, or the OOD frame score of the embedding's LiDAR part),
+used in place of the clean one whenever they flag a frame's LiDAR input.
 
 The clean calibration is fitted on clean frames; under a corruption the detector's scores mean something
 else (fewer true positives at the same score) and its boxes are worse than their σ says. The flagged-input
