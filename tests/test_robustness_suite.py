@@ -137,3 +137,15 @@ def test_fitting_on_the_test_split_is_refused(tmp_path):
                               fit_shift_calibration=tmp_path / "c.json", force=False)
     with pytest.raises(ConfigError, match="calibration split"):
         run(args)
+
+
+def test_lidar_part_scoring_uses_the_lidar_models_and_thresholds(shipped, kitti_root):
+    from perception.io import KittiDataset
+
+    detector, monitor = shipped
+    result = detector(KittiDataset(kitti_root)[1])
+    full, lidar = monitor.score_result(result), monitor.score_result(result, lidar_part=True)
+    assert not full.lidar_only and lidar.lidar_only
+    assert lidar.thresholds["frame"]["frame"] == monitor.stats.thresholds["frame_lidar"]["frame"]
+    assert lidar.frame["frame"] != full.frame["frame"]
+    assert np.array_equal(lidar.detection["mahalanobis"], full.detection["mahalanobis"])

@@ -67,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
     from perception.engines.registry import resolve_backend
     from perception.errors import ConfigError
     from perception.eval.evaluate import open_source
+    from perception.io import KittiDataset
+    from perception.io.kitti import is_kitti_dir
     from perception.ood.collect import load_detector
     from perception.ood.monitor import OodMonitor
     from perception.robustness.corruptions import CORRUPTIONS
@@ -94,7 +96,10 @@ def run(args: argparse.Namespace) -> int:
     if fps is None:
         fps = cfg.train.frames_per_drive if args.data.startswith("sim:") else 1
     frames, total = open_source(args.data, cfg, args.limit)
-    keeper = _Keeper(frames, index=min(3, (total or 1) - 1) if fps != 1 else 0)
+    if total is None and is_kitti_dir(args.data):  # a KITTI folder's length is known: the progress bar gets a total
+        n = len(KittiDataset(args.data))
+        total = n if args.limit is None else min(n, args.limit)
+    keeper = _Keeper(frames, index=min(3 if fps != 1 else 1, (total or 1) - 1))
     suite = run_suite(detector, monitor, keeper, total, corruptions, severities, args.seed, fps)
     from perception.eval.evaluate import difficulty_for
 
@@ -104,8 +109,8 @@ def run(args: argparse.Namespace) -> int:
            "shift_calibration": str(shift_path) if shift_cal is not None else None,
            **summarize(suite, list(cfg.model.classes), difficulty, shift_cal)}
     if out is not None:
-        cal = fit_flagged_calibration(suite, f"{args.data} corrupted, flagged frames ({suite.frames} frames, "
-                                      f"seed {args.seed})")
+        cal = fit_flagged_calibration(suite, f"{args.data} corrupted + clean, LiDAR-flagged frames "
+                                      f"({suite.frames} frames, seed {args.seed})")
         out.parent.mkdir(parents=True, exist_ok=True)
         cal.save(out)
         doc["fitted_shift_calibration"] = str(out)
