@@ -27,6 +27,7 @@ from perception.commands import (
     info,
     launch,
     replay,
+    robustness,
     sim,
     train_crowd,
 )
@@ -36,7 +37,7 @@ from perception.errors import PerceptionError
 
 #: Subcommand modules, in the order ``perception --help`` lists them.
 COMMANDS = [sim, info, convert, demo, train_cmd, eval_cmd, crossval, fit_ood, eval_ood, export, bench, launch, replay,
-            train_crowd, eval_crowd]
+            train_crowd, eval_crowd, robustness]
 
 log = logging.getLogger("perception")
 

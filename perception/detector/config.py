@@ -103,6 +103,8 @@ class TrainConfig:
     weight_decay: float = 0.01
     camera_dropout: float = 0.3
     lidar_dropout: float = 0.1
+    corruption_augment: float = 0.0  # share of samples given a random corruption (detector.corruption_augment)
+    corruption_augment_names: list[str] = field(default_factory=list)  # empty: every augmentable corruption
     time_limit_minutes: float = 75.0
     checkpoint_every_steps: int = 200
     num_threads: int = 2
@@ -131,6 +133,12 @@ class DetectorConfig:
         model = build_dataclass(ModelConfig, doc.get("model") or {}, f"{where}:model")
         train = build_dataclass(TrainConfig, doc.get("train") or {}, f"{where}:train")
         model.validate(where)
+        if not 0.0 <= train.corruption_augment <= 1.0:
+            raise ConfigError(f"must be in [0, 1], got {train.corruption_augment}", f"{where}:train.corruption_augment")
+        if train.corruption_augment_names:
+            from perception.detector.corruption_augment import check_names
+
+            check_names(train.corruption_augment_names, f"{where}:train.corruption_augment_names")
         return cls(model=model, train=train)
 
     def to_dict(self) -> dict[str, Any]:

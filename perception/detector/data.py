@@ -114,9 +114,12 @@ def augment(s: Sample, rng: np.random.Generator, cfg: ModelConfig) -> Sample:
 class SampleDataset(torch.utils.data.Dataset):
     """Cached samples → (FrameInputs, heatmap target, boxes, labels), with optional augmentation."""
 
-    def __init__(self, paths: list[Path], cfg: ModelConfig, train: bool, seed: int = 0) -> None:
+    def __init__(self, paths: list[Path], cfg: ModelConfig, train: bool, seed: int = 0,
+                 corruption_share: float = 0.0, corruption_names: tuple[str, ...] = ()) -> None:
         self.paths, self.cfg, self.train = paths, cfg, train
         self.rng = np.random.default_rng(seed)
+        self.corruption_share = corruption_share  # share of training samples corrupted (0: off)
+        self.corruption_names = corruption_names
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -125,5 +128,9 @@ class SampleDataset(torch.utils.data.Dataset):
         s = load_sample(self.paths[i])
         if self.train:
             s = augment(s, self.rng, self.cfg)
+            if self.corruption_share > 0 and self.rng.random() < self.corruption_share:
+                from perception.detector.corruption_augment import corrupt_sample
+
+                s = corrupt_sample(s, self.corruption_names, self.rng)
         inputs = FrameInputs(voxelize(s.points, self.cfg), s.image, s.lidar2img, s.has_camera)
         return inputs, heatmap_target(s.boxes, s.labels, self.cfg), s.boxes, s.labels

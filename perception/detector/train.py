@@ -90,7 +90,13 @@ def train(cfg: DetectorConfig, out_dir: Path, rig: Rig | None = None) -> tuple[F
     train_paths = build_cache(cache_dir(cfg, "train"), rig, "train", t.train_frames, t.seed, cfg.model,
                               t.frames_per_drive)
     val_paths = build_cache(cache_dir(cfg, "val"), rig, "val", t.val_frames, t.seed, cfg.model, t.frames_per_drive)
-    train_ds = SampleDataset(train_paths, cfg.model, train=True, seed=t.seed)
+    names: tuple[str, ...] = ()
+    if t.corruption_augment > 0:
+        from perception.detector.corruption_augment import check_names
+
+        names = check_names(t.corruption_augment_names)
+    train_ds = SampleDataset(train_paths, cfg.model, train=True, seed=t.seed, corruption_share=t.corruption_augment,
+                             corruption_names=names)
     val_ds = SampleDataset(val_paths, cfg.model, train=False)
 
     net = FusionNet(cfg.model)

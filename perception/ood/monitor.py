@@ -201,8 +201,9 @@ class OodMonitor:
                          self.stats.thresholds_for(camera), lidar_only=not camera and self.stats.lidar is not None,
                          detector_scores=detector_scores, flag_min_score=self.flag_min_score)
 
-    def score_result(self, result: DetectionResult) -> OodResult:
-        """Scores of a :class:`DetectionResult` (needs ``feature``/``logits`` on every detection)."""
+    def score_result(self, result: DetectionResult, lidar_part: bool = False) -> OodResult:
+        """Scores of a :class:`DetectionResult` (needs ``feature``/``logits`` on every detection); ``lidar_part``:
+        frame scores on the embedding's LiDAR part even when the camera was used (is the LiDAR input unusual?)."""
         dets = result.detections
         if any(d.feature is None or d.logits is None for d in dets):
             raise DataError("every detection needs its query feature and logits", "DetectionResult.detections")
@@ -211,7 +212,8 @@ class OodMonitor:
         geometry = None
         if all(d.geometry is not None for d in dets) and self.stats.geometry is not None:
             geometry = np.stack([d.geometry for d in dets]) if dets else np.zeros((0, self.stats.geometry.dim))
-        return self.score(feats, result.frame_embedding, logits, geometry=geometry, camera=result.camera_used,
+        camera = result.camera_used and not lidar_part
+        return self.score(feats, result.frame_embedding, logits, geometry=geometry, camera=camera,
                           detector_scores=np.array([d.score for d in dets], dtype=np.float64))
 
     def annotate(self, result: DetectionResult, score: str = "mahalanobis") -> OodResult:

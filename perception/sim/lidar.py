@@ -118,6 +118,14 @@ def surface_reflectance(world: World, fs: FrameScene, tri: np.ndarray, points_w:
     return refl
 
 
+def sector_mask(xy: np.ndarray, from_deg: float, to_deg: float) -> np.ndarray:
+    """(N,) bool: directions (N, 2+) whose azimuth lies in the sector from ``from_deg`` counter-clockwise to
+    ``to_deg`` (degrees, 0 = +x, wrapping at ±180)."""
+    az = np.rad2deg(np.arctan2(xy[:, 1], xy[:, 0]))
+    a0, a1 = float(from_deg), float(to_deg)
+    return np.mod(az - a0, 360.0) <= np.mod(a1 - a0, 360.0)
+
+
 def render_lidar(world: World, fs: FrameScene, world_from_lidar: np.ndarray, pattern: BeamPattern,
                  rng: np.random.Generator, weather: WeatherModel,
                  blackout_deg: tuple[float, float] | None = None) -> np.ndarray:
@@ -157,9 +165,6 @@ def render_lidar(world: World, fs: FrameScene, world_from_lidar: np.ndarray, pat
     ranges, inten = weather.lidar_scatter(ranges, inten, rng)
     ok = np.isfinite(ranges) & (ranges > 0.5)
     if blackout_deg is not None:
-        az = np.rad2deg(np.arctan2(dirs_l[:, 1], dirs_l[:, 0]))
-        a0, a1 = (float(v) for v in blackout_deg)
-        rel = np.mod(az - a0, 360.0)
-        ok &= rel > np.mod(a1 - a0, 360.0)
+        ok &= ~sector_mask(dirs_l[:, :2], *blackout_deg)
     pts = dirs_l[ok] * ranges[ok, None]
     return np.concatenate([pts, np.clip(inten[ok], 0.0, 1.0)[:, None]], axis=1).astype(np.float32)

@@ -296,3 +296,31 @@ def summarize(checks: list[Check], sensor: str) -> tuple[Level, str]:
     if worst == Level.OK:
         return worst, "ok"
     return worst, "; ".join(c.message for c in mine if c.level == worst)
+
+
+# ---------------------------------------------------------------------- one frame
+def frame_checks(frame: Any, limits: dict[str, dict[str, Limit]] | None = None) -> list[Check]:
+    """Content checks of one :class:`~perception.frame.Frame` as the ``sensor_health`` node grades a message:
+    the cloud's point count and NaN share, the image's exposure and sharpness, camera-LiDAR skew from the
+    stamps; a missing image is one camera ERROR. Rate and latency need a stream (:class:`HealthMonitor`)."""
+    limits = limits if limits is not None else parse_limits(DEFAULT_LIMITS)
+    out: list[Check] = []
+    values: dict[str, dict[str, float]] = {"lidar": cloud_metrics(frame.points)}
+    if frame.image is None:
+        out.append(Check("camera", "image", float("nan"), Level.ERROR, "no camera image"))
+    else:
+        values["camera"] = image_metrics(frame.image)
+        if frame.image_stamp_ns is not None:
+            values["sync"] = {"skew_s": abs(frame.image_stamp_ns - frame.stamp_ns) * 1e-9}
+    for sensor, metrics in values.items():
+        for metric, value in metrics.items():
+            limit = limits.get(sensor, {}).get(metric)
+            if limit is not None:
+                out.append(HealthMonitor._grade(sensor, metric, value, limit))
+    return out
+
+
+def frame_flagged(frame: Any, limits: dict[str, dict[str, Limit]] | None = None,
+                  level: Level = Level.WARN) -> bool:
+    """True when any :func:`frame_checks` check of ``frame`` is at ``level`` or worse."""
+    return any(c.level >= level for c in frame_checks(frame, limits))
