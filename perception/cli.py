@@ -20,6 +20,7 @@ from perception.commands import (
     demo,
     eval_crowd,
     eval_ood,
+    explain,
     export,
     fit_ood,
     info,
@@ -33,7 +34,7 @@ from perception.commands import train as train_cmd
 from perception.errors import PerceptionError
 
 #: Subcommand modules, in the order ``perception --help`` lists them.
-COMMANDS = [sim, info, demo, train_cmd, eval_cmd, fit_ood, eval_ood, export, bench, launch, replay,
+COMMANDS = [sim, info, demo, train_cmd, eval_cmd, explain, fit_ood, eval_ood, export, bench, launch, replay,
             train_crowd, eval_crowd]
 
 log = logging.getLogger("perception")
