@@ -58,7 +58,8 @@ def test_curves_start_at_the_unperturbed_score_and_follow_each_relevance(curves)
 
 
 def test_summary_has_the_documented_fields(curves):
-    s = summarise(curves, frames=1)
+    s = summarise(curves, frames=1, steps=(0.1, 0.4))
+    assert s["steps"] == [0.1, 0.4]
     assert s["frames"] == 1 and s["detections"] == len(curves)
     for kind in ("deletion", "insertion"):
         for m in ("lidar", "camera"):

@@ -98,14 +98,19 @@ def _scaled(values: np.ndarray) -> np.ndarray:
     return np.clip(v / top, 0.0, 1.0) if top > 0 else np.zeros_like(v)
 
 
-def _blend(base: np.ndarray, heat: np.ndarray) -> np.ndarray:
-    """Blend heat (same h × w, 0..1) into an RGB image with the colour map; below HEAT_FLOOR untouched.
-    Palette look-up and composite run in PIL (C), a few ms for a 1242 × 375 image."""
-    q = (np.clip(heat, 0.0, 1.0) * 255).astype(np.uint8)
-    colours = Image.fromarray(q, mode="P")
-    colours.putpalette(_lut().reshape(-1).tolist())
-    mask = Image.fromarray(q, mode="L").point(_alpha_table())
-    return np.asarray(Image.composite(colours.convert("RGB"), Image.fromarray(base), mask))
+def _blend(base: Image.Image, heat: np.ndarray) -> Image.Image:
+    """Blend a low-resolution heat map (0..1) into an RGB picture, upsampled bilinearly to its size, through
+    the colour map; below HEAT_FLOOR untouched. All in PIL (C): a few ms for a 1242 × 375 image."""
+    q = Image.fromarray((np.clip(heat, 0.0, 1.0) * 255).astype(np.uint8)).resize(base.size, Image.BILINEAR)
+    r, g, b = _channel_tables()
+    colours = Image.merge("RGB", [q.point(r), q.point(g), q.point(b)])
+    return Image.composite(colours, base, q.point(_alpha_table()))
+
+
+@lru_cache(maxsize=1)
+def _channel_tables() -> tuple[list[int], list[int], list[int]]:
+    lut = _lut()
+    return lut[:, 0].tolist(), lut[:, 1].tolist(), lut[:, 2].tolist()
 
 
 @lru_cache(maxsize=1)
@@ -213,12 +218,9 @@ def render_image(frame: Frame, result: DetectionResult, min_probability: float =
             if a is not None:
                 s = _scaled(a)
                 heat = s if heat is None else np.maximum(heat, s)
+    pil = Image.fromarray(base)
     if heat is not None and heat.max() > 0:
-        up = np.asarray(Image.fromarray(heat.astype(np.float32), mode="F").resize((w, h), Image.BILINEAR))
-        out = _blend(base, np.clip(up, 0.0, 1.0))
-    else:
-        out = base.copy()
-    pil = Image.fromarray(out)
+        pil = _blend(pil, heat)
     draw = ImageDraw.Draw(pil)
     if rig is not None:
         for det in reversed(shown):  # most probable drawn last (on top)
@@ -241,18 +243,26 @@ def render_image(frame: Frame, result: DetectionResult, min_probability: float =
     return np.asarray(pil)
 
 
-def _bev_points(points: np.ndarray, size: tuple[int, int], r: tuple[float, ...], px: float) -> np.ndarray:
-    """Grey log-density image of the point cloud on the BEV canvas (forward up, left to the left)."""
+@lru_cache(maxsize=1)
+def _grey_table() -> np.ndarray:
+    """Point count per pixel → grey: background 14, then 40 + 70 log(1 + n), at most 230."""
+    n = np.arange(256, dtype=np.float64)
+    return np.where(n > 0, np.clip(40 + 70 * np.log1p(n), 0, 230), 14).astype(np.uint8)
+
+
+def _bev_points(points: np.ndarray, size: tuple[int, int], r: tuple[float, ...], px: float) -> Image.Image:
+    """Grey log-density picture of the point cloud on the BEV canvas (forward up, left to the left)."""
     hh, ww = size
-    canvas = np.full(hh * ww, 0, np.float32)
+    counts = np.zeros(hh * ww, np.int64)
     if len(points):
-        x, y = points[:, 0], points[:, 1]
-        row = ((r[3] - x) / px).astype(np.int64)
-        col = ((r[4] - y) / px).astype(np.int64)
-        ok = (row >= 0) & (row < hh) & (col >= 0) & (col < ww) & (points[:, 2] > r[2]) & (points[:, 2] < r[5])
-        canvas = np.bincount(row[ok] * ww + col[ok], minlength=hh * ww).astype(np.float32)
-    g = np.clip(40 + 70 * np.log1p(canvas), 0, 230) * (canvas > 0) + 14 * (canvas == 0)
-    return np.repeat(g.reshape(hh, ww)[..., None].astype(np.uint8), 3, axis=2)
+        p = np.asarray(points, dtype=np.float32)
+        ok = (p[:, 2] > r[2]) & (p[:, 2] < r[5])
+        row = ((r[3] - p[ok, 0]) * (1.0 / px)).astype(np.int32)
+        col = ((r[4] - p[ok, 1]) * (1.0 / px)).astype(np.int32)
+        inside = (row >= 0) & (row < hh) & (col >= 0) & (col < ww)
+        counts = np.bincount(row[inside] * ww + col[inside], minlength=hh * ww)
+    grey = _grey_table()[np.minimum(counts, 255)].reshape(hh, ww)
+    return Image.fromarray(grey).convert("RGB")
 
 
 def render_bev(frame: Frame | None, result: DetectionResult, min_probability: float = 0.3, top_n: int = 5,
@@ -276,12 +286,8 @@ def render_bev(frame: Frame | None, result: DetectionResult, min_probability: fl
             heat = s if heat is None else np.maximum(heat, s)
     if heat is not None and heat.max() > 0:
         # grid (iy, ix) = (+y, +x) → canvas (row = -x, col = -y)
-        rot = np.ascontiguousarray(heat[::-1, ::-1].T)
-        up = np.asarray(Image.fromarray(rot, mode="F").resize((size[1], size[0]), Image.BILINEAR))
-        out = _blend(base, np.clip(up, 0.0, 1.0))
-    else:
-        out = base
-    pil = Image.fromarray(out)
+        base = _blend(base, np.ascontiguousarray(heat[::-1, ::-1].T))
+    pil = base
     draw = ImageDraw.Draw(pil)
 
     def to_px(xy: np.ndarray) -> list[tuple[float, float]]:

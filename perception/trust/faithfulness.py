@@ -283,13 +283,14 @@ def _mean(values: list[float]) -> float | None:
     return round(float(np.mean(values)), 4) if values else None
 
 
-def summarise(curves: list[DetectionCurves], frames: int, aggregation: str = DEFAULT_AGGREGATION) -> dict:
+def summarise(curves: list[DetectionCurves], frames: int, aggregation: str = DEFAULT_AGGREGATION,
+              steps: tuple[float, ...] = STEPS) -> dict:
     """Areas under the curves per modality (and per class), ratios to random, aggregation comparison.
 
     ``*_auc``: mean normalised score over the steps (deletion: lower = more faithful; insertion: higher);
     ``ratio_to_random``: attention's mean deletion drop (insertion gain) over random's.
     """
-    out: dict = {"frames": frames, "detections": len(curves), "steps": list(STEPS), "aggregation": aggregation,
+    out: dict = {"frames": frames, "detections": len(curves), "steps": list(steps), "aggregation": aggregation,
                  "deletion": {}, "insertion": {}, "per_class": {}, "aggregations": {}, "modality_share": {}}
 
     def block(items: list[DetectionCurves], kind: str, modality: str, att: str) -> dict:
@@ -324,7 +325,7 @@ def summarise(curves: list[DetectionCurves], frames: int, aggregation: str = DEF
     # Modality share by attention vs by deletion (drop from removing 20 % of each modality's top evidence).
     both = [c for c in curves if "lidar" in c.curves["deletion"] and "camera" in c.curves["deletion"]]
     if both:
-        j = list(STEPS).index(0.2) + 1 if 0.2 in STEPS else len(STEPS)
+        j = int(np.argmin(np.abs(np.asarray(steps) - 0.2))) + 1  # the step nearest 20 %
         att_share = np.array([c.camera_share for c in both])
         dl = np.array([max(0.0, 1 - c.curves["deletion"]["lidar"][att_name("lidar", aggregation)][j]) for c in both])
         dc = np.array([max(0.0, 1 - c.curves["deletion"]["camera"]["attention"][j]) for c in both])
@@ -361,6 +362,6 @@ def run_faithfulness(model_dir: str, data: str, limit: int | None = None, min_pr
         curves.extend(got)
         if got and len(kept) < keep_frames:
             kept.append(frame)
-    summary = summarise(curves, n)
+    summary = summarise(curves, n, steps=test.steps)
     summary.update({"model": str(model_dir), "data": data, "min_probability": min_probability})
     return summary, curves, kept
