@@ -120,33 +120,62 @@ def _alpha_table() -> list[int]:
     return [int(x) for x in np.where(v >= HEAT_FLOOR, 255 * HEAT_ALPHA * (0.3 + 0.7 * v), 0)]
 
 
-@lru_cache(maxsize=2)
-def _bar_pixels(bar_h: int, bar_w: int) -> Image.Image:
-    col = _lut()[np.linspace(255, 0, bar_h).astype(int)]
-    return Image.fromarray(np.ascontiguousarray(np.repeat(col[:, None], bar_w, axis=1)))
+CAPTION = "attention (per detection)"
 
 
-def _colour_bar(pil: Image.Image, draw: ImageDraw.ImageDraw, caption: str) -> None:
-    """A vertical colour bar at the right edge, 'high' at the top, with a caption."""
-    width, height = pil.size
+@lru_cache(maxsize=4)
+def _colour_bar_overlay(height: int) -> tuple[Image.Image, int]:
+    """RGBA picture of the colour bar with 'high' / 'low' and the caption (rendered once per picture height),
+    and its width; pasted at the top right."""
     bar_h, bar_w = max(20, min(150, height - 60)), 12
-    x0, y0 = width - bar_w - 8, 24
-    pil.paste(_bar_pixels(bar_h, bar_w), (x0, y0))
-    draw.rectangle([x0, y0, x0 + bar_w, y0 + bar_h], outline=(255, 255, 255))
     f = _font(11)
-    draw.text((x0 - 4, y0 - 2), "high", fill=(255, 255, 255), font=f, anchor="rt")
-    draw.text((x0 - 4, y0 + bar_h), "low", fill=(255, 255, 255), font=f, anchor="rb")
-    draw.text((x0 + bar_w, y0 + bar_h + 4), caption, fill=(255, 255, 255), font=f, anchor="ra")
+    width = int(f.getlength(CAPTION)) + 12
+    over = Image.new("RGBA", (width, bar_h + 44), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(over)
+    x0, y0 = width - bar_w - 8, 24
+    col = _lut()[np.linspace(255, 0, bar_h).astype(int)]
+    over.paste(Image.fromarray(np.ascontiguousarray(np.repeat(col[:, None], bar_w, axis=1))), (x0, y0))
+    draw.rectangle([x0, y0, x0 + bar_w, y0 + bar_h], outline=(255, 255, 255, 255))
+    draw.text((x0 - 4, y0 - 2), "high", fill=(255, 255, 255, 255), font=f, anchor="rt")
+    draw.text((x0 - 4, y0 + bar_h), "low", fill=(255, 255, 255, 255), font=f, anchor="rb")
+    draw.text((x0 + bar_w, y0 + bar_h + 4), CAPTION, fill=(255, 255, 255, 255), font=f, anchor="ra")
+    return over, width
+
+
+def _colour_bar(pil: Image.Image) -> None:
+    """The colour bar at the right edge, 'high' at the top, with its caption."""
+    over, width = _colour_bar_overlay(pil.size[1])
+    pil.paste(over, (pil.size[0] - width, 0), over)
+
+
+@lru_cache(maxsize=2)
+def _bev_decor(size: tuple[int, int], ego: tuple[float, float], px: float) -> Image.Image:
+    """RGBA range rings (20, 40, 60 m) with their labels and the ego marker, rendered once."""
+    over = Image.new("RGBA", size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(over)
+    for dist in (20, 40, 60):
+        rad = dist / px
+        draw.arc([ego[0] - rad, ego[1] - rad, ego[0] + rad, ego[1] + rad], 180, 360, fill=(70, 70, 90, 255))
+        draw.text((ego[0] + 3, ego[1] - rad + 2), f"{dist} m", fill=(110, 110, 140, 255), font=_font(10))
+    draw.polygon([(ego[0], ego[1] - 10), (ego[0] - 6, ego[1]), (ego[0] + 6, ego[1])], fill=(255, 255, 255, 255))
+    return over
 
 
 def _label(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, color: tuple[int, int, int],
-           size: tuple[int, int]) -> None:
-    """Text on a dark box, kept inside the picture."""
+           size: tuple[int, int], placed: list[tuple[float, float, float, float]] | None = None) -> None:
+    """Text on a dark box, kept inside the picture; moved up past the boxes in ``placed`` (then added there)."""
     f = _font(12)
     l, t, r, b = draw.textbbox((0, 0), text, font=f)
     w, h = r - l + 6, b - t + 4
     x = min(max(0.0, xy[0]), size[0] - w)
     y = min(max(0.0, xy[1] - h), size[1] - h)
+    for _ in range(4):
+        if placed is None or not any(x < px1 and px0 < x + w and y < py1 and py0 < y + h
+                                     for px0, py0, px1, py1 in placed):
+            break
+        y = max(0.0, y - h - 1)
+    if placed is not None:
+        placed.append((x, y, x + w, y + h))
     draw.rectangle([x, y, x + w, y + h], fill=(0, 0, 0))
     draw.text((x + 3, y + 2 - t), text, fill=color, font=f)
 
@@ -222,6 +251,7 @@ def render_image(frame: Frame, result: DetectionResult, min_probability: float =
     if heat is not None and heat.max() > 0:
         pil = _blend(pil, heat)
     draw = ImageDraw.Draw(pil)
+    placed: list[tuple[float, float, float, float]] = []
     if rig is not None:
         for det in reversed(shown):  # most probable drawn last (on top)
             corners = box_corners(det.box.as_array()[None])[0]
@@ -234,12 +264,12 @@ def render_image(frame: Frame, result: DetectionResult, min_probability: float =
             for i, j in BOX_EDGES:
                 draw.line([tuple(uv[i]), tuple(uv[j])], fill=color, width=2)
             _label(draw, (float(uv[:, 0].min()), float(uv[:, 1].min())), label_text(det, result.camera_used),
-                   color, (w, h))
+                   color, (w, h), placed)
     lines = _status_lines(result, shown, min_probability)
     if frame.image is None:
         lines.append("no camera image")
     _status(draw, lines)
-    _colour_bar(pil, draw, "attention (per detection)")
+    _colour_bar(pil)
     return np.asarray(pil)
 
 
@@ -293,21 +323,18 @@ def render_bev(frame: Frame | None, result: DetectionResult, min_probability: fl
     def to_px(xy: np.ndarray) -> list[tuple[float, float]]:
         return [((r[4] - y) / px, (r[3] - x) / px) for x, y in xy]
 
-    ego = ((r[4] - 0.0) / px, (r[3] - 0.0) / px)
-    for dist in (20, 40, 60):
-        rad = dist / px
-        draw.arc([ego[0] - rad, ego[1] - rad, ego[0] + rad, ego[1] + rad], 180, 360, fill=(70, 70, 90))
-        draw.text((ego[0] + 3, ego[1] - rad + 2), f"{dist} m", fill=(110, 110, 140), font=_font(10))
-    draw.polygon([(ego[0], ego[1] - 10), (ego[0] - 6, ego[1]), (ego[0] + 6, ego[1])], fill=(255, 255, 255))
+    decor = _bev_decor(pil.size, ((r[4] - 0.0) / px, (r[3] - 0.0) / px), px)
+    pil.paste(decor, (0, 0), decor)
+    placed: list[tuple[float, float, float, float]] = []
     for det in reversed(shown):
         c = to_px(box_corners(det.box.as_array()[None])[0][:4, :2])
         color = CLASS_COLORS.get(det.label, _DEFAULT_COLOR)
         draw.polygon(c, outline=color, width=2)
         _label(draw, (min(p[0] for p in c), min(p[1] for p in c)), label_text(det, result.camera_used), color,
-               pil.size)
+               pil.size, placed)
     lines = _status_lines(result, shown, min_probability)
     if frame is None or len(points) == 0:
         lines.append("no LiDAR points")
     _status(draw, lines)
-    _colour_bar(pil, draw, "attention (per detection)")
+    _colour_bar(pil)
     return np.asarray(pil)
