@@ -22,6 +22,7 @@ from perception.commands import (
     demo,
     eval_crowd,
     eval_ood,
+    explain,
     export,
     fit_ood,
     info,
@@ -36,8 +37,8 @@ from perception.commands import train as train_cmd
 from perception.errors import PerceptionError
 
 #: Subcommand modules, in the order ``perception --help`` lists them.
-COMMANDS = [sim, info, convert, demo, train_cmd, eval_cmd, crossval, fit_ood, eval_ood, export, bench, launch, replay,
-            train_crowd, eval_crowd, robustness]
+COMMANDS = [sim, info, convert, demo, train_cmd, eval_cmd, crossval, explain, robustness, fit_ood, eval_ood, export,
+            bench, launch, replay, train_crowd, eval_crowd]
 
 log = logging.getLogger("perception")
 

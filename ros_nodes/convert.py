@@ -195,9 +195,20 @@ def quaternion_yaw(q: Quaternion) -> float:
     return math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
 
 
-def detection_to_msg(det: Detection, class_names: Sequence[str] = DETECTION_CLASSES) -> Detection3D:
-    """A ``Detection3D`` from a :class:`Detection` (NaN shares / OOD score when unknown)."""
+def detection_to_msg(det: Detection, class_names: Sequence[str] = DETECTION_CLASSES,
+                     camera_used: bool = True) -> Detection3D:
+    """A ``Detection3D`` from a :class:`Detection` (NaN shares / OOD score when unknown).
+
+    ``camera_used=False`` (the network ran LiDAR-only) gives 100 % LiDAR, ``share_source`` SHARE_LIDAR_ONLY.
+    """
     box = det.box
+    if not camera_used:
+        lidar, camera, source = 1.0, 0.0, Detection3D.SHARE_LIDAR_ONLY
+    elif "lidar" in det.modality_share:
+        lidar, camera = float(det.modality_share["lidar"]), float(det.modality_share.get("camera", math.nan))
+        source = Detection3D.SHARE_ATTENTION
+    else:
+        lidar, camera, source = math.nan, math.nan, Detection3D.SHARE_UNKNOWN
     cov = np.asarray(det.covariance, dtype=np.float64)
     if cov.shape != (7, 7):
         raise DataError(f"covariance must be 7x7, got {cov.shape}", f"detection[{box.label}].covariance")
@@ -209,8 +220,7 @@ def detection_to_msg(det: Detection, class_names: Sequence[str] = DETECTION_CLAS
                   orientation=_yaw_quaternion(box.yaw)),
         size=Vector3(x=float(box.size[0]), y=float(box.size[1]), z=float(box.size[2])),
         velocity_known=vel is not None,
-        lidar_share=float(det.modality_share.get("lidar", math.nan)),
-        camera_share=float(det.modality_share.get("camera", math.nan)),
+        lidar_share=lidar, camera_share=camera, share_source=source,
         ood_score=math.nan if det.ood_score is None else float(det.ood_score),
     )
     msg.covariance = np.ascontiguousarray(cov.reshape(49))
@@ -223,7 +233,9 @@ def result_to_msg(result: DetectionResult, header: Header, class_names: Sequence
                   extra_degraded: Sequence[str] = ()) -> Detection3DArray:
     """A ``Detection3DArray`` from a :class:`DetectionResult`; ``extra_degraded`` adds node-side reasons."""
     reasons = list(dict.fromkeys([*result.degraded, *extra_degraded]))
-    return Detection3DArray(header=header, detections=[detection_to_msg(d, class_names) for d in result.detections],
+    camera_used = result.camera_used  # a frame released without its image says camera_missing itself
+    return Detection3DArray(header=header, detections=[detection_to_msg(d, class_names, camera_used)
+                                                       for d in result.detections],
                             model_id=result.model_id, degraded=bool(reasons), degraded_reasons=reasons,
                             dropped_points=int(result.dropped_points))
 

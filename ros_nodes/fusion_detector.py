@@ -30,7 +30,6 @@ from perception.detector.result import DetectionResult
 from perception.errors import PerceptionError
 from perception.frame import Frame
 from perception.rig import Rig
-from perception.trust.explain import render_bev_attention, render_image_attention
 from ros_nodes.convert import (
     array_to_image,
     camera_info_to_rig,
@@ -48,6 +47,7 @@ from ros_nodes.paths import resolve
 from ros_nodes.qos import input_qos, output_qos, sensor_qos
 from ros_nodes.runtime import run_node
 from ros_nodes.sync import ApproximateTimeSync, Match
+from ros_nodes.xai_worker import XaiWorker
 
 
 @dataclass
@@ -121,7 +121,8 @@ class FusionDetectorNode(Node):
         self._pending: deque[_Job] = deque()
         self._cv = threading.Condition()
         self._running = True
-        self._last_xai = -1e9
+        # Attention pictures render on their own thread, after the detections are out (ros_nodes/xai_worker.py).
+        self.xai = XaiWorker(self._publish_xai, self.xai_period_s, self.min_probability)
         if warmup:
             self._warmup()
         self._worker = threading.Thread(target=self._work, name="inference", daemon=True)
@@ -242,19 +243,18 @@ class FusionDetectorNode(Node):
         self.stats.latencies_ms.append(1e3 * (time.monotonic() - job.received))
         self.stats.processed += 1
         self.stats.degraded += int(msg.degraded)
-        self.markers_pub.publish(detections_to_markers(result.detections, header, self.min_probability))
+        self.markers_pub.publish(detections_to_markers(result.detections, header, self.min_probability,
+                                                       camera_used=result.camera_used))
         self.features_pub.publish(features_to_msg(result, header))
-        now = time.monotonic()
-        if self.xai_period_s > 0 and now - self._last_xai >= self.xai_period_s:
-            self._last_xai = now
-            self._publish_xai(job.frame, result, header)
+        self.xai.offer(job.frame, result, (header, job.frame.rig.camera_frame if job.frame.rig else ""))
 
-    def _publish_xai(self, frame: Frame, result: DetectionResult, header: Header) -> None:
+    def _publish_xai(self, image: np.ndarray, bev: np.ndarray, context: object) -> None:
+        """Publish the XAI worker's pictures (its thread). Without a camera image the camera picture is a dark
+        canvas saying LiDAR-only, with the projected boxes: RViz keeps showing them."""
+        header, camera_frame = context
         stamp_ns = stamp_to_ns(header.stamp)
-        self.xai_bev_pub.publish(array_to_image(render_bev_attention(result), make_header(stamp_ns, header.frame_id)))
-        # Without an image this is a dark canvas with the projected boxes: RViz keeps showing them.
-        camera_header = make_header(stamp_ns, frame.rig.camera_frame if frame.rig else "")
-        self.xai_image_pub.publish(array_to_image(render_image_attention(frame, result), camera_header))
+        self.xai_bev_pub.publish(array_to_image(bev, make_header(stamp_ns, header.frame_id)))
+        self.xai_image_pub.publish(array_to_image(image, make_header(stamp_ns, camera_frame)))
 
     # ------------------------------------------------------------------ diagnostics
     def publish_diagnostics(self) -> None:
@@ -271,7 +271,9 @@ class FusionDetectorNode(Node):
                   "frames_dropped": s.dropped, "sync_overflow": self.sync.overflowed, "frames_degraded": s.degraded,
                   "inference_errors": s.inference_errors, "inference_ms_p50": float(np.percentile(inf, 50)),
                   "inference_ms_p99": float(np.percentile(inf, 99)), "latency_ms_p50": float(np.percentile(lat, 50)),
-                  "latency_ms_p99": float(np.percentile(lat, 99))}
+                  "latency_ms_p99": float(np.percentile(lat, 99)),
+                  "xai_render_ms_p50": float(np.percentile(self.xai.render_ms, 50)) if self.xai.render_ms else 0.0,
+                  "xai_errors": self.xai.errors}
         bad = sum(self.diag.bad_messages.values())
         statuses = [
             make_status(f"{self.get_name()}: pipeline", level, message, self.model_id, values),
@@ -286,6 +288,7 @@ class FusionDetectorNode(Node):
         with self._cv:
             self._running = False
             self._cv.notify()
+        self.xai.stop()
         self._worker.join(timeout=timeout_s)
         return not self._worker.is_alive()
 

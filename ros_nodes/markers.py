@@ -1,5 +1,5 @@
 """Detections -> RViz ``MarkerArray``: class-coloured boxes (opacity = calibrated probability),
-1-sigma uncertainty shells and "class probability" labels."""
+1-sigma uncertainty shells and "class probability modality-share" labels."""
 
 from __future__ import annotations
 
@@ -33,9 +33,21 @@ def shell_size(det: Detection) -> np.ndarray:
     return det.box.size + sigma[3:6] + 2.0 * centre_sigma
 
 
+def label_text(det: Detection, camera_used: bool = True) -> str:
+    """``Car 0.87 L92% C8%``: class, calibrated probability, modality share (``LiDAR-only`` without camera)."""
+    p = float(np.clip(det.probability, 0.0, 1.0))
+    if not camera_used:
+        return f"{det.label} {p:.2f} LiDAR-only"
+    cam = det.modality_share.get("camera")
+    if cam is None or not math.isfinite(cam):
+        return f"{det.label} {p:.2f}"
+    return f"{det.label} {p:.2f} L{100 * (1 - cam):.0f}% C{100 * cam:.0f}%"
+
+
 def detections_to_markers(detections: list[Detection], header: Header, min_probability: float = 0.0,
-                          lifetime_s: float = 0.5) -> MarkerArray:
-    """Markers for one frame: a DELETEALL first, then per detection a box, a shell and a label."""
+                          lifetime_s: float = 0.5, camera_used: bool = True) -> MarkerArray:
+    """Markers for one frame: a DELETEALL first, then per detection a box, a shell and a label
+    (class, probability, modality share; ``camera_used=False``: LiDAR-only)."""
     out = MarkerArray(markers=[Marker(header=header, action=Marker.DELETEALL)])
     lifetime = Duration(sec=int(lifetime_s), nanosec=int((lifetime_s % 1) * 1e9))
     for i, det in enumerate(d for d in detections if d.probability >= min_probability):
@@ -55,5 +67,5 @@ def detections_to_markers(detections: list[Detection], header: Header, min_proba
                                         z=pose.position.z + float(box.size[2]) / 2 + 0.6))
         out.markers.append(Marker(ns="labels", type=Marker.TEXT_VIEW_FACING, pose=text_pose,
                                   scale=Vector3(z=0.6), color=ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0),
-                                  text=f"{det.label} {p:.2f}", **common))
+                                  text=label_text(det, camera_used), **common))
     return out

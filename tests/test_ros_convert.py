@@ -131,7 +131,25 @@ def test_detections_round_trip():
         np.testing.assert_allclose(b.covariance, a.covariance)
         np.testing.assert_allclose(b.box.velocity, a.box.velocity)
         assert b.probability == pytest.approx(a.probability) and b.score == pytest.approx(a.score)
-        assert b.modality_share["lidar"] == pytest.approx(0.7) and b.ood_score == pytest.approx(1.5)
+        assert b.modality_share["lidar"] == 1.0 and b.ood_score == pytest.approx(1.5)  # camera_missing: LiDAR-only
+
+
+def test_share_source_attention_lidar_only_and_unknown():
+    from trustworthy_perception_msgs.msg import Detection3D
+
+    det = _detection()
+    msg = convert.result_to_msg(DetectionResult([det]), _header())
+    d = msg.detections[0]
+    assert d.share_source == Detection3D.SHARE_ATTENTION and d.camera_share == pytest.approx(0.3)
+    # the network ran LiDAR-only (degraded): 100 % LiDAR whatever the attention said
+    msg = convert.result_to_msg(DetectionResult([det], degraded=["camera_missing"]), _header())
+    d = msg.detections[0]
+    assert d.share_source == Detection3D.SHARE_LIDAR_ONLY and (d.lidar_share, d.camera_share) == (1.0, 0.0)
+    assert convert.msg_to_detections(msg)[0].modality_share == {"lidar": 1.0, "camera": 0.0}
+    bare = copy.copy(det)
+    bare.modality_share = {}
+    d = convert.result_to_msg(DetectionResult([bare]), _header()).detections[0]
+    assert d.share_source == Detection3D.SHARE_UNKNOWN and math.isnan(d.lidar_share) and math.isnan(d.camera_share)
 
 
 def test_features_round_trip():
@@ -169,7 +187,9 @@ def test_markers_box_shell_and_label():
     assert [m.ns for m in markers[1:4]] == ["boxes", "uncertainty", "labels"]
     box, shell, label = markers[1:4]
     assert shell.scale.x > box.scale.x and shell.scale.y > box.scale.y and shell.scale.z > box.scale.z
-    assert label.text == "Car 0.80"
+    assert label.text == "Car 0.80 L70% C30%"
+    lidar_only = detections_to_markers([det], _header(), camera_used=False).markers[3]
+    assert lidar_only.ns == "labels" and lidar_only.text == "Car 0.80 LiDAR-only"
     assert box.color.a == pytest.approx(0.15 + 0.7 * 0.8)
     np.testing.assert_allclose(shell_size(det), [shell.scale.x, shell.scale.y, shell.scale.z], rtol=1e-6)
     assert not detections_to_markers([det], _header(), min_probability=0.9).markers[1:]

@@ -92,6 +92,9 @@ class FusionDetector:
         raw = self.engine.run(engine_inputs(inputs))
         t2 = time.perf_counter()
         dets = decode(raw, self.cfg, self.calibration, self.postprocess)
+        if not inputs.camera_valid:  # LiDAR-only: every bit of evidence is LiDAR, whatever the masked softmax left
+            for d in dets:
+                d.modality_share = {"lidar": 1.0, "camera": 0.0}
         add_geometry(dets, frame.points)
         bev_map, img_map = attention_maps(dets, self.cfg)
         t3 = time.perf_counter()
