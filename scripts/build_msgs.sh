@@ -25,8 +25,11 @@ if [ "${#stale[@]}" -gt 0 ]; then
     "${stale[@]}"
 fi
 
-# Everything that decides the build output: the interface files, this script, the interpreter.
-fingerprint=$( (cat msgs/CMakeLists.txt msgs/package.xml msgs/msg/*.msg "$0"; "$PY" -VV; echo "$VENV") | sha256sum | cut -d' ' -f1)
+# Everything that decides the build output: the interface files, this script, the interpreter, the source
+# checkout (a CMake cache stays tied to the source folder it was configured from, so each checkout that
+# builds into this venv gets its own build tree and a change of checkout rebuilds).
+fingerprint=$( (cat msgs/CMakeLists.txt msgs/package.xml msgs/msg/*.msg "$0"; "$PY" -VV; echo "$VENV"; pwd) | sha256sum | cut -d' ' -f1)
+BUILD_BASE="$VENV/var/colcon/build-$(pwd | sha256sum | cut -c1-12)"
 check_import() {
   # A fresh environment, no sourcing: what a user gets from the venv's python.
   env -i HOME="${HOME:-/tmp}" PATH=/usr/bin:/bin "$PY" -c "
@@ -90,7 +93,7 @@ mkdir -p "$VENV/var/colcon"
 # Build tree inside the venv so a new venv never reuses a CMake cache that points at an old one.
 "$VENV/bin/colcon" --log-base "$VENV/var/colcon/log" build \
   --paths "${paths[@]}" \
-  --build-base "$VENV/var/colcon/build" --install-base "$VENV" --merge-install \
+  --build-base "$BUILD_BASE" --install-base "$VENV" --merge-install \
   --cmake-args -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=Release "-DPython3_EXECUTABLE=$PY" \
   >"$VENV/var/colcon/last_build.log" 2>&1 || { cat "$VENV/var/colcon/last_build.log"; log "colcon build FAILED"; exit 1; }
 
