@@ -33,16 +33,16 @@ def test_grey_and_rgba_frames_count_like_their_rgb_version(counter: CrowdCounter
     as_rgb, _ = counter(np.repeat(grey[..., None], 3, axis=2))
     for frame in (grey, grey[..., None]):
         result, small = counter(frame)
-        assert small.shape == (288, 512, 3)
+        assert small.shape == (512, 288, 3)  # BRT frames are 360x640 portrait
         assert result.count == pytest.approx(as_rgb.count, abs=1e-4)
     rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=2)
     assert counter(rgba)[0].count == pytest.approx(counter(rgb)[0].count, abs=1e-4)
 
 
 def test_huge_frames_are_shrunk_to_the_model_size(counter: CrowdCounter, rgb: np.ndarray) -> None:
-    huge = np.asarray(Image.fromarray(rgb).resize((5120, 2880), Image.BILINEAR))
+    huge = np.asarray(Image.fromarray(rgb).resize((2880, 5120), Image.BILINEAR))
     result, small = counter(huge)
-    assert small.shape == (288, 512, 3)
+    assert small.shape == (512, 288, 3)  # BRT frames are 360x640 portrait
     assert result.low <= result.count <= result.high
     assert result.count == pytest.approx(counter(rgb)[0].count, rel=0.15, abs=1.0)
 

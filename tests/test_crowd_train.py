@@ -18,14 +18,14 @@ REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "crowd_real"
 pytestmark = pytest.mark.skipif(not REAL.is_dir(), reason=f"shared crowd data not found at {REAL}")
 
 
-def tiny_config(steps: int = 4, attention: str = "simam") -> CrowdConfig:
-    """3 real training and 3 validation images of each dataset at 128 px, 64-px crops."""
+def tiny_config(steps: int = 4, attention: str = "simam", whole_steps: int = 2) -> CrowdConfig:
+    """3 real training and 3 validation images of each dataset at 128 px, 64-px crops, then whole frames."""
     return CrowdConfig.from_dict({
         "model": {"front_blocks": 14, "back_channels": [8], "attention": attention, "max_side": 128},
         "data": {"datasets": {d: str(REAL / d) for d in ("brt", "shb", "mall")}, "limit": 3,
                  "val_patterns": {"brt": ["^brt_2"], "shb": ["IMG_3"], "mall": ["^mall_07"]}},
         "train": {"steps": steps, "batch_size": 3, "crop": 64, "eval_every": 2, "checkpoint_every": 2, "seed": 3,
-                  "warmup_steps": 1, "ema_decay": 0.9, "threads": 1},
+                  "warmup_steps": 1, "ema_decay": 0.9, "threads": 1, "whole_steps": whole_steps},
     })
 
 
@@ -80,7 +80,7 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path: Path, monkey
             train_mod.train_crowd(tiny_config(steps=6), tmp_path / "b", progress=False)
     finally:
         torch.set_num_threads(threads)
-    assert summary["steps"] == first["steps"] == 4
+    assert summary["steps"] == first["steps"] == 6
     assert [h["val_mae"] for h in summary["history"]] == [h["val_mae"] for h in first["history"]]
     resumed = load_file(str(tmp_path / "b" / "weights.safetensors"))
     for key in reference:
@@ -90,3 +90,20 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path: Path, monkey
     assert summary["split"]["brt"]["val"] == sorted(summary["split"]["brt"]["val"])
     assert all(n.startswith("brt_2") for n in summary["split"]["brt"]["val"])
     assert not any(n.startswith("brt_2") for n in summary["split"]["brt"]["train"])
+
+
+def test_only_whole_frame_changes_resume_and_only_before_that_stage() -> None:
+    saved = tiny_config(whole_steps=0).to_dict()
+    assert train_mod.resumable(saved, tiny_config(whole_steps=5), step=4)
+    assert not train_mod.resumable(saved, tiny_config(whole_steps=5), step=5)
+    assert not train_mod.resumable(saved, tiny_config(steps=6, whole_steps=0), step=4)
+
+
+def test_whole_frames_keep_every_head_and_the_inference_size() -> None:
+    from perception.crowd.data import load_sample, whole_frame
+
+    cfg = tiny_config()
+    s = load_sample(REAL / "brt", "brt_1-20160620091226", 512, "brt")
+    img, dens = whole_frame(s, cfg.data, 0.2, 0.5, np.random.default_rng(0))
+    assert img.shape == (3, 512, 288) and dens.shape == (64, 36)  # BRT frames are 360x640 portrait
+    assert dens.sum() == pytest.approx(s.count, abs=1e-3)

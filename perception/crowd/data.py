@@ -191,6 +191,26 @@ class Augmenter:
         return np.ascontiguousarray(img.transpose(2, 0, 1)), sum_pool(np.ascontiguousarray(dens), self.stride)
 
 
+def whole_frame(sample: CrowdSample, cfg: CrowdDataConfig, jitter: float, grey_prob: float,
+                rng: np.random.Generator, multiple: int = 16, stride: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """The whole frame as inference sees it (cut down to a multiple of ``multiple`` at a random offset), flipped
+    half the time, colour-jittered, sometimes grey -> ((3, H, W) image, (H/8, W/8) density target)."""
+    h0, w0 = sample.image.shape[:2]
+    fh, fw = h0 - h0 % multiple, w0 - w0 % multiple
+    if fh < multiple or fw < multiple:
+        raise DataError(f"image {w0}x{h0} is smaller than {multiple} px", sample.name)
+    y0, x0 = int(rng.integers(0, h0 - fh + 1)), int(rng.integers(0, w0 - fw + 1))
+    img = sample.float_image()[y0:y0 + fh, x0:x0 + fw]
+    sig = adaptive_sigmas(sample.points, cfg.knn, cfg.sigma_beta, cfg.sigma_min, cfg.sigma_max, cfg.sigma_single)
+    dens = render_density(sample.points - np.array([x0, y0]), sig, fh, fw)
+    if rng.random() < 0.5:
+        img, dens = img[:, ::-1], dens[:, ::-1]
+    img = colour_jitter(img, jitter, rng)
+    if rng.random() < grey_prob:
+        img = np.repeat(img.mean(axis=2, keepdims=True), 3, axis=2)
+    return np.ascontiguousarray(img.transpose(2, 0, 1)), sum_pool(np.ascontiguousarray(dens), stride)
+
+
 def colour_jitter(img: np.ndarray, jitter: float, rng: np.random.Generator) -> np.ndarray:
     """Random brightness, contrast and saturation factors in [1 - jitter, 1 + jitter]; result clipped to [0, 1]."""
     j = jitter

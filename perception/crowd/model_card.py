@@ -82,10 +82,13 @@ def write_model_card(model_dir: str | Path, val_report: dict, ablation: dict | N
         f"jitter {t.jitter}, {t.grey_prob:.0%} grey crops; loss {t.cell_loss_weight:g} x cell MSE + "
         f"{t.count_loss_weight:g} x |count error| against geometry-adaptive Gaussian density maps (sigma = "
         f"{d.sigma_beta} x mean distance to {d.knn} nearest heads, clipped to [{d.sigma_min}, {d.sigma_max}]); "
-        f"AdamW lr {t.lr} (backbone {t.backbone_lr}), {t.warmup_steps} warm-up steps then cosine; shipped: "
+        f"AdamW lr {t.lr} (backbone {t.backbone_lr}), {t.warmup_steps} warm-up steps then cosine; then "
+        f"{t.whole_steps} steps on whole training frames (one of each dataset per step, what inference sees) at a "
+        f"constant lr {t.whole_lr} (backbone scaled alike); shipped: "
         f"the {train['shipped'].upper()} weights (decay {t.ema_decay}), no selection on validation.", "",
         f"Training time: **{train['seconds'] / 60:.1f} min wall, {train['cpu_seconds'] / 60:.1f} min CPU** on "
-        f"{train['threads']} thread(s) of a 2-core CPU shared with other jobs (image loading included).", "",
+        f"{train['threads']} thread(s) of a 2-core CPU shared with other jobs (training loop; loading the images "
+        "takes about a minute more).", "",
         "## Validation (per dataset)", "",
         f"`perception eval-crowd --model models/crowd_default --out out/crowd_eval` (split {val_report['split']}; "
         "HTML report with scatter plot and density overlays). Constant median = answering the validation images' "

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from perception.crowd.checkpoint import load_training_state, save_crowd_model, save_training_state
 from perception.crowd.config import CrowdConfig
-from perception.crowd.data import Augmenter, CrowdSample, load_datasets
+from perception.crowd.data import Augmenter, CrowdSample, load_datasets, whole_frame
 from perception.crowd.evaluate import evaluate_samples
 from perception.crowd.interval import CountInterval, fit_balanced_interval
 from perception.crowd.model import CrowdNet, train_mode
@@ -98,8 +98,37 @@ def balanced_batch(train: dict[str, list[CrowdSample]], step: int, batch: int,
     return out
 
 
-def _state(net: CrowdNet) -> dict:
-    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+#: ``train`` keys of the whole-frame stage: a checkpoint of the crop stage resumes under a config that differs
+#: only in these (the stage is added to, or changed on, a run whose crop stage is done).
+WHOLE_KEYS = ("whole_steps", "whole_lr")
+
+
+def resumable(saved: dict, cfg: CrowdConfig, step: int) -> bool:
+    """True when a checkpoint written at ``step`` under config ``saved`` (a ``to_dict``) can go on under ``cfg``:
+    the same config, or one differing only in :data:`WHOLE_KEYS` while the checkpoint is not past the crop
+    stage."""
+    now = cfg.to_dict()
+    if saved == now:
+        return True
+    strip = [{**d, "train": {k: v for k, v in d["train"].items() if k not in WHOLE_KEYS}} for d in (saved, now)]
+    return strip[0] == strip[1] and step <= cfg.train.steps
+
+
+def whole_frame_loss(net: CrowdNet, pairs: list[tuple[np.ndarray, np.ndarray]], cfg: CrowdConfig) -> torch.Tensor:
+    """Mean loss over whole frames (one forward pass per frame size); the cell term has the crop stage's weight
+    per cell, so it is the sum of squared cell errors over the frame when ``cell_loss_weight`` = (crop / 8)^2."""
+    tc = cfg.train
+    per_cell = tc.cell_loss_weight / (tc.crop / 8) ** 2
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, (img, _) in enumerate(pairs):
+        groups.setdefault(img.shape, []).append(i)
+    total = torch.zeros(())
+    for idx in groups.values():
+        x = torch.from_numpy(np.stack([pairs[i][0] for i in idx]))
+        y = torch.from_numpy(np.stack([pairs[i][1] for i in idx]))[:, None]
+        cells = y.shape[2] * y.shape[3]
+        total = total + density_loss(net(x), y, per_cell * cells, tc.count_loss_weight) * (len(idx) / len(pairs))
+    return total
 
 
 def train_crowd(cfg: CrowdConfig, out_dir: str | Path, resume: bool = True, progress: bool = True) -> dict:
@@ -129,7 +158,7 @@ def train_crowd(cfg: CrowdConfig, out_dir: str | Path, resume: bool = True, prog
     loss_sum, loss_n = 0.0, 0
     if resume and ckpt.is_file():
         state = load_training_state(ckpt)
-        if state["extra"].get("config") != cfg.to_dict():
+        if not resumable(state["extra"].get("config"), cfg, int(state["step"])):
             raise ModelError("checkpoint was written with another config; train afresh (--fresh) or elsewhere",
                              str(ckpt))
         try:
@@ -145,17 +174,25 @@ def train_crowd(cfg: CrowdConfig, out_dir: str | Path, resume: bool = True, prog
         history, elapsed, cpu_used = extra["history"], float(extra["seconds"]), float(extra["cpu_seconds"])
         loss_sum, loss_n = float(extra["loss_sum"]), int(extra["loss_n"])
         log.info("resumed from %s at step %d", ckpt, step)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, tc.steps, tc.warmup_steps),
-                                              last_epoch=step - 1)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, tc.steps, tc.warmup_steps) if s < tc.steps else tc.whole_lr / tc.lr,
+        last_epoch=step - 1)
     shipped = ema if ema is not None else net
     train_mode(net)
     start, cpu_start = time.time() - elapsed, time.process_time() - cpu_used
-    bar = tqdm(total=tc.steps, initial=step, desc="train-crowd", disable=not progress)
-    while step < tc.steps:
-        pairs = [aug(s, rng) for s in balanced_batch(train, step, tc.batch_size, rng)]
-        x = torch.from_numpy(np.stack([p[0] for p in pairs]))
-        y = torch.from_numpy(np.stack([p[1] for p in pairs]))[:, None]
-        loss = density_loss(net(x), y, tc.cell_loss_weight, tc.count_loss_weight)
+    total = tc.steps + tc.whole_steps
+    n_ds = sum(1 for v in train.values() if v)
+    bar = tqdm(total=total, initial=step, desc="train-crowd", disable=not progress)
+    while step < total:
+        if step < tc.steps:
+            pairs = [aug(s, rng) for s in balanced_batch(train, step, tc.batch_size, rng)]
+            x = torch.from_numpy(np.stack([p[0] for p in pairs]))
+            y = torch.from_numpy(np.stack([p[1] for p in pairs]))[:, None]
+            loss = density_loss(net(x), y, tc.cell_loss_weight, tc.count_loss_weight)
+        else:  # whole frames, one of each dataset
+            frames = balanced_batch(train, step, n_ds, rng)
+            loss = whole_frame_loss(net, [whole_frame(s, cfg.data, tc.jitter, tc.grey_prob, rng) for s in frames],
+                                    cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -165,7 +202,7 @@ def train_crowd(cfg: CrowdConfig, out_dir: str | Path, resume: bool = True, prog
             ema_update(ema, net, min(tc.ema_decay, (1.0 + step) / (10.0 + step)))
         loss_sum, loss_n = loss_sum + float(loss.detach()), loss_n + 1
         bar.update(1)
-        if step % tc.eval_every == 0 or step == tc.steps:
+        if step % tc.eval_every == 0 or step in (tc.steps, total):
             preds, truths = evaluate_counts(shipped, val)
             per = {ds: float(np.mean([abs(p - t) for p, t, s in zip(preds, truths, val) if s.dataset == ds]))
                    for ds in data if data[ds]["val"]}
@@ -175,7 +212,7 @@ def train_crowd(cfg: CrowdConfig, out_dir: str | Path, resume: bool = True, prog
             bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", **{k: f"{v:.2f}" for k, v in per.items()})
             log.info("step %d: loss %.4f, val MAE %s", step, history[-1]["loss"],
                      ", ".join(f"{k} {v:.2f}" for k, v in per.items()))
-        if step % tc.checkpoint_every == 0 or step == tc.steps:
+        if step % tc.checkpoint_every == 0 or step in (tc.steps, total):
             save_training_state(ckpt, net, opt, step, {
                 "config": cfg.to_dict(), "cpu_seconds": time.process_time() - cpu_start,
                 "np_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "history": history,
