@@ -1,7 +1,7 @@
 """SimAM ablation of the crowd counter: the shipped recipe with and without attention, the same split, seed and
 (shorter) step budget; per-dataset validation metrics of each run in one JSON.
 
-``python -m experiments.crowd_ablation --steps 500 --whole-steps 0 --out runs --json runs/crowd_ablation.json`` trains
+``python -m experiments.crowd_ablation --steps 500 --whole-steps 0 --out runs --json out/crowd_ablation.json`` trains
 ``<out>/ablation_<variant>`` (resuming finished or interrupted runs) and collects them.
 """
 
