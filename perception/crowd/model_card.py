@@ -15,12 +15,13 @@ def ablation_markdown(ablation: dict) -> str:
     """Table of an ablation JSON written by ``experiments/crowd_ablation.py``: per-dataset val MAE per variant."""
     runs = ablation["runs"]
     sources = list(runs[0]["val"]["per_source"])
-    lines = ["| attention | steps | " + " | ".join(f"{s} val MAE" for s in sources) + " | all val MAE | CPU min |",
-             "|---|---|" + "---|" * (len(sources) + 2)]
+    lines = ["| attention | steps (of them whole-frame) | " + " | ".join(f"{s} val MAE" for s in sources)
+             + " | all val MAE | CPU min |", "|---|---|" + "---|" * (len(sources) + 2)]
     for r in runs:
         per = r["val"]["per_source"]
-        lines.append(f"| {r['attention']} | {r['steps']} | " + " | ".join(f"{per[s]['mae']:.2f}" for s in sources)
-                     + f" | {r['val']['mae']:.2f} | {r['cpu_seconds'] / 60:.1f} |")
+        maes = " | ".join(f"{per[s]['mae']:.2f}" for s in sources)
+        lines.append(f"| {r['attention']} | {r['steps']} ({r.get('whole_steps', 0)}) | {maes} | "
+                     f"{r['val']['mae']:.2f} | {r['cpu_seconds'] / 60:.1f} |")
     return "\n".join(lines)
 
 
@@ -36,7 +37,7 @@ def _speed_markdown(speed: dict) -> str:
     return "\n".join(lines)
 
 
-def write_model_card(model_dir: str | Path, val_report: dict, ablation: dict | None = None,
+def write_model_card(model_dir: str | Path, val_report: dict, ablations: list[dict] | None = None,
                      speed: dict | None = None, notes: list[str] | None = None) -> Path:
     """Write ``<model_dir>/MODEL_CARD.md``; returns its path."""
     model_dir = Path(model_dir)
@@ -106,10 +107,12 @@ def write_model_card(model_dir: str | Path, val_report: dict, ablation: dict | N
         out.append(f"| {p} | " + " | ".join(f"{c:.0%}" for c in cov.values()) + " |")
     out += ["", "Coverage in the validation table above is in-sample for the interval (the interval was fitted on "
             "those images); the cross-fitted row of the chosen power is the out-of-sample estimate.", ""]
-    if ablation:
-        out += ["## Ablation: SimAM attention or none", "",
-                f"`{ablation['command']}`: the same split, seed and (shorter) budget for both rows; validation "
-                "MAE of the EMA weights.", "", ablation_markdown(ablation), ""]
+    if ablations:
+        out += ["## Ablation: SimAM attention or none", ""]
+        for ablation in ablations:
+            out += [f"`{ablation['command']}`: the same split, seed and budget for both rows; validation MAE of "
+                    "the EMA weights.", "",
+                    ablation_markdown(ablation), ""]
     if speed:
         out += ["## Speed", "", f"`{speed.get('command', 'python benchmarks/crowd_speed.py')}`: batch 1, "
                 f"{speed['size']} input (resized to longer side {m.max_side} as the node does), "
@@ -123,14 +126,14 @@ def write_model_card(model_dir: str | Path, val_report: dict, ablation: dict | N
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m perception.crowd.model_card MODEL_DIR --val out/crowd_eval/report.json [--ablation A.json
+    """``python -m perception.crowd.model_card MODEL_DIR --val out/crowd_eval/report.json [--ablation A.json ...
     --speed S.json --notes N.txt]``."""
     import argparse
 
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("model_dir", type=Path)
     p.add_argument("--val", type=Path, required=True, help="eval-crowd report.json on the validation split")
-    p.add_argument("--ablation", type=Path, help="experiments/crowd_ablation.py JSON")
+    p.add_argument("--ablation", type=Path, nargs="+", help="experiments/crowd_ablation.py JSON file(s)")
     p.add_argument("--speed", type=Path, help="benchmarks/crowd_speed.py --json file")
     p.add_argument("--notes", type=Path, help="text file, one known limit per line")
     a = p.parse_args(argv)
@@ -139,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         return json.loads(path.read_text()) if path else None
 
     notes = [ln.strip() for ln in a.notes.read_text().splitlines() if ln.strip()] if a.notes else None
-    print(write_model_card(a.model_dir, load(a.val), load(a.ablation), load(a.speed), notes))
+    ablations = [load(f) for f in a.ablation] if a.ablation else None
+    print(write_model_card(a.model_dir, load(a.val), ablations, load(a.speed), notes))
     return 0
 
 
