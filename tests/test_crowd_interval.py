@@ -8,7 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perception.crowd.interval import CountInterval, coverage, fit_interval
+from perception.crowd.interval import (
+    CountInterval,
+    coverage,
+    cross_fitted_coverage,
+    fit_balanced_interval,
+    fit_interval,
+)
 from perception.errors import ModelError
 
 
@@ -58,3 +64,20 @@ def test_interval_file_round_trip_and_errors(tmp_path: Path) -> None:
         CountInterval.load(path)
     with pytest.raises(ValueError):
         fit_interval([], [], 0.9)
+
+
+def test_relative_errors_choose_a_proportional_interval_that_covers_each_group() -> None:
+    """Errors proportional to the count (10 %): power 1 covers small and large crowds alike, power 0.5 does not."""
+    rng = np.random.default_rng(1)
+    small = rng.integers(5, 15, size=300).astype(float)
+    large = rng.integers(100, 300, size=300).astype(float)
+    truth = np.concatenate([small, large])
+    pred = truth * (1 + rng.normal(0, 0.1, size=truth.size))
+    groups = ["small"] * 300 + ["large"] * 300
+    interval, table = fit_balanced_interval(pred.tolist(), truth.tolist(), groups, 0.9)
+    assert interval.power == 1.0 and interval.fitted_on == 600
+    assert all(abs(c - 0.9) < 0.05 for c in table[1.0].values())
+    sqrt_cov = cross_fitted_coverage(pred.tolist(), truth.tolist(), groups, 0.9, 0.5)
+    assert sqrt_cov["small"] > 0.97 and sqrt_cov["large"] < 0.85
+    lo, hi = interval.bounds(40.0)
+    assert lo > 25.0 and hi < 55.0  # informative for a crowd of 40

@@ -1,7 +1,9 @@
-"""Crowd network: attention variants keep shapes and add no parameters; config validation."""
+"""Crowd network: MobileNetV2 front end from the pinned ImageNet weights (hash-checked), parameter-free attention,
+output stride 8, config validation, rectified output with a leaky gradient."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,8 @@ import torch
 from perception.crowd.attention import ChannelAttention, CombinedAttention, SimAM, SpatialAttention, make_attention
 from perception.crowd.config import ATTENTION_VARIANTS, CrowdConfig, CrowdModelConfig
 from perception.crowd.model import CrowdNet, count_parameters
-from perception.errors import ConfigError
+from perception.crowd.pretrained import SHA256, file_sha256, load_mobilenet_v2, weights_path
+from perception.errors import ConfigError, ModelError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,8 +25,7 @@ def test_attention_keeps_shape_has_no_parameters_and_reweights(module: torch.nn.
     assert y.shape == x.shape
     assert sum(p.numel() for p in module.parameters()) == 0
     assert not torch.allclose(x, y)
-    # gates are in (0, 1): each output has the sign of its input and a smaller magnitude
-    assert torch.all(y.abs() <= x.abs() + 1e-6)
+    assert torch.all(y.abs() <= x.abs() + 1e-6)  # gates in (0, 1)
 
 
 def test_unknown_attention_is_a_config_error() -> None:
@@ -31,11 +33,12 @@ def test_unknown_attention_is_a_config_error() -> None:
         make_attention("transformer")
 
 
-def test_variants_share_parameter_count_and_output_stride() -> None:
+@pytest.mark.parametrize("blocks", [7, 14])
+def test_variants_share_parameter_count_and_output_stride(blocks: int) -> None:
     counts = set()
     x = torch.rand(1, 3, 64, 96)
     for name in ATTENTION_VARIANTS:
-        net = CrowdNet(CrowdModelConfig(attention=name)).eval()
+        net = CrowdNet(CrowdModelConfig(attention=name, front_blocks=blocks, back_channels=[8])).eval()
         counts.add(count_parameters(net))
         out = net(x)
         assert out.shape == (1, 1, 8, 12)
@@ -43,26 +46,44 @@ def test_variants_share_parameter_count_and_output_stride() -> None:
     assert len(counts) == 1
 
 
+def test_pinned_imagenet_weights_load_into_the_front_end() -> None:
+    assert file_sha256(weights_path()) == SHA256
+    state = load_mobilenet_v2()
+    net = CrowdNet(CrowdModelConfig())
+    assert net.load_pretrained(state) == sum(len(m.state_dict()) for m in net.backbone_modules())
+    assert torch.equal(net.deep[-1].conv[6].weight, state["features.13.conv.6.weight"])
+    assert torch.equal(net.front[1].conv[1].running_var, state["features.1.conv.1.running_var"])
+
+
+def test_a_modified_weight_file_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "w.pt"
+    shutil.copy(weights_path(), bad)
+    data = bytearray(bad.read_bytes())
+    data[-100] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="sha256"):
+        load_mobilenet_v2(bad)
+
+
 def test_default_config_loads_and_bad_values_name_the_field(tmp_path: Path) -> None:
     cfg = CrowdConfig.from_yaml(REPO / "models" / "crowd_default.yaml")
-    assert cfg.model.attention in ATTENTION_VARIANTS
+    assert cfg.model.attention == "simam" and cfg.model.pretrained
     bad = tmp_path / "bad.yaml"
-    bad.write_text("model: {attention: sparkly}\n")
-    with pytest.raises(ConfigError, match="model.attention"):
-        CrowdConfig.from_yaml(bad)
-    bad.write_text("train: {stepz: 3}\n")
-    with pytest.raises(ConfigError, match="stepz"):
-        CrowdConfig.from_yaml(bad)
-    bad.write_text("data: {test_scenes: [scene_001], val_scenes: [scene_001]}\n")
-    with pytest.raises(ConfigError, match="val_scenes"):
-        CrowdConfig.from_yaml(bad)
+    for text, field in (("model: {attention: sparkly}\n", "model.attention"), ("train: {stepz: 3}\n", "stepz"),
+                        ("model: {front_blocks: 18}\n", "front_blocks"),
+                        ("data: {val_patterns: {brt: ['(']}}\n", "val_patterns"),
+                        ("data: {val_patterns: {kitti: ['x']}}\n", "val_patterns"),
+                        ("sim: {steps: 3}\n", "sim")):
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=field):
+            CrowdConfig.from_yaml(bad)
 
 
 def test_training_output_is_rectified_with_a_leaky_gradient() -> None:
-    net = CrowdNet(CrowdModelConfig(front_channels=[4, 8, 8], back_channels=[8], attention="none")).train()
+    net = CrowdNet(CrowdModelConfig(front_blocks=7, back_channels=[8], attention="none")).train()
     with torch.no_grad():
         net.head.bias.fill_(-10.0)  # every cell negative before rectification
     out = net(torch.rand(2, 3, 32, 32))
-    assert torch.all(out == 0)  # same value as at inference, so training sees the counts inference reports
+    assert torch.all(out == 0)  # same value as at inference
     (out - 1.0).pow(2).sum().backward()
     assert net.head.bias.grad is not None and net.head.bias.grad.item() < 0  # still pushed towards positive

@@ -1,10 +1,11 @@
-"""Crowd training (optionally simulated pre-training, then real images mixed with simulated ones) is seeded and
-resumes from its checkpoint to the same weights as an uninterrupted run."""
+"""Crowd training on real images (tiny config) is seeded, dataset-balanced, and resumes from its checkpoint to the
+same weights as an uninterrupted run."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -13,123 +14,96 @@ import perception.crowd.train as train_mod
 from perception.crowd.config import CrowdConfig
 from perception.errors import ModelError
 
-CROWD = Path(__file__).resolve().parents[2] / "shared" / "data" / "crowd_sample"
-pytestmark = pytest.mark.skipif(not CROWD.is_dir(), reason=f"shared crowd data not found at {CROWD}")
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "crowd_real"
+pytestmark = pytest.mark.skipif(not REAL.is_dir(), reason=f"shared crowd data not found at {REAL}")
 
 
-def _cfg(cache: Path | None = None) -> CrowdConfig:
+def tiny_config(steps: int = 4, attention: str = "simam", whole_steps: int = 2) -> CrowdConfig:
+    """3 real training and 3 validation images of each dataset at 128 px, 64-px crops, then whole frames."""
     return CrowdConfig.from_dict({
-        "model": {"front_channels": [4, 8, 8], "back_channels": [8], "attention": "combined", "max_side": 128},
-        "data": {"root": str(CROWD)},
-        "sim": {"cache_dir": str(cache) if cache else ""},
-        "train": {"steps": 4, "batch_size": 2, "crop": 64, "eval_every": 100, "checkpoint_every": 2, "seed": 3},
+        "model": {"front_blocks": 14, "back_channels": [8], "attention": attention, "max_side": 128},
+        "data": {"datasets": {d: str(REAL / d) for d in ("brt", "shb", "mall")}, "limit": 3,
+                 "val_patterns": {"brt": ["^brt_2"], "shb": ["IMG_3"], "mall": ["^mall_07"]}},
+        "train": {"steps": steps, "batch_size": 3, "crop": 64, "eval_every": 2, "checkpoint_every": 2, "seed": 3,
+                  "warmup_steps": 1, "ema_decay": 0.9, "threads": 1, "whole_steps": whole_steps},
     })
-
-
-def _ema_cfg(cache: Path | None = None) -> CrowdConfig:
-    cfg = _cfg(cache)
-    cfg.train.ema_decay = 0.9
-    cfg.train.warmup_steps = 1
-    cfg.train.eval_every = 1
-    cfg.train.select_best = True
-    cfg.train.select_window = 2
-    return cfg
-
-
-def _sim_cfg(cache: Path | None = None) -> CrowdConfig:
-    """2 pre-training steps on 2 simulated scenes, then 4 real-image steps with half of each batch simulated, an
-    average of the weights and BatchNorm statistics recalibrated on the real training images."""
-    cfg = _cfg(cache)
-    cfg.sim.steps, cfg.sim.scenes, cfg.sim.people_max = 2, 2, 10
-    cfg.train.sim_fraction, cfg.train.recalibrate_bn, cfg.train.ema_decay = 0.5, True, 0.5
-    return cfg
 
 
 def test_lr_factor_warms_up_then_decays_to_zero() -> None:
     f = [train_mod.lr_factor(s, 100, 10) for s in range(101)]
     assert f[0] < f[5] < f[9] <= 1.0
-    assert max(f) == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(f[10:], f[11:]))
     assert f[100] == pytest.approx(0.0, abs=1e-9)
     assert train_mod.lr_factor(0, 4, 100) < 1.0  # a warm-up longer than the run is capped, not an error
 
 
-def test_ema_update_averages_parameters_and_buffers() -> None:
-    from perception.crowd.model import CrowdNet
-
-    cfg = _cfg().model
-    a, b = CrowdNet(cfg), CrowdNet(cfg)
-    key = "head.weight"
-    expected = 0.75 * a.state_dict()[key] + 0.25 * b.state_dict()[key]
-    train_mod.ema_update(a, b, 0.75)
-    assert torch.allclose(a.state_dict()[key], expected)
+def test_batches_take_the_datasets_in_turn() -> None:
+    pools = {name: [type("S", (), {"dataset": name})()] for name in ("brt", "mall", "shb")}
+    rng = np.random.default_rng(0)
+    seen = [s.dataset for step in range(3) for s in train_mod.balanced_batch(pools, step, 4, rng)]
+    assert {d: seen.count(d) for d in pools} == {"brt": 4, "mall": 4, "shb": 4}
 
 
-@pytest.mark.parametrize("make_cfg,crash_at", [(_cfg, 2), (_ema_cfg, 2), (_sim_cfg, 4)],
-                         ids=["plain", "ema_select_best", "sim_pretrain_mix_ema"])
-def test_interrupted_training_resumes_to_the_same_weights(tmp_path: Path, monkeypatch, make_cfg, crash_at) -> None:
+def test_pretrained_front_end_is_loaded_and_frozen_blocks_get_no_gradient() -> None:
+    from perception.crowd.pretrained import load_mobilenet_v2
+
+    cfg = tiny_config()
+    net = train_mod.build_net(cfg)
+    ref = load_mobilenet_v2()
+    assert torch.equal(net.front[0][0].weight, ref["features.0.0.weight"])
+    assert torch.equal(net.deep[-1].conv[0].weight, ref["features.13.conv.0.weight"])
+    frozen = net.backbone_modules()[:cfg.model.freeze_blocks]
+    assert all(not p.requires_grad for m in frozen for p in m.parameters())
+    opt = train_mod.make_optimizer(net, cfg)
+    assert [g["lr"] for g in opt.param_groups] == [cfg.train.backbone_lr, cfg.train.lr]
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path: Path, monkeypatch) -> None:
     threads = torch.get_num_threads()
-    cache = tmp_path / "sim"
     try:
-        first = train_mod.train_crowd(make_cfg(cache), tmp_path / "a", progress=False)
+        first = train_mod.train_crowd(tiny_config(), tmp_path / "a", progress=False)
         reference = load_file(str(tmp_path / "a" / "weights.safetensors"))
-
         real_save = train_mod.save_training_state
 
         def save_then_crash(path, net, opt, step, extra):
             real_save(path, net, opt, step, extra)
-            if step == crash_at:  # the machine dies right after this checkpoint
+            if step == 2:  # the machine dies right after this checkpoint
                 raise KeyboardInterrupt
 
         monkeypatch.setattr(train_mod, "save_training_state", save_then_crash)
         with pytest.raises(KeyboardInterrupt):
-            train_mod.train_crowd(make_cfg(cache), tmp_path / "b", progress=False)
+            train_mod.train_crowd(tiny_config(), tmp_path / "b", progress=False)
         assert not (tmp_path / "b" / "weights.safetensors").exists()
         monkeypatch.setattr(train_mod, "save_training_state", real_save)
-        summary = train_mod.train_crowd(make_cfg(cache), tmp_path / "b", progress=False)
+        summary = train_mod.train_crowd(tiny_config(), tmp_path / "b", progress=False)
+        with pytest.raises(ModelError, match="another config"):
+            train_mod.train_crowd(tiny_config(steps=6), tmp_path / "b", progress=False)
     finally:
         torch.set_num_threads(threads)
-    assert summary["steps"] == first["steps"] == 4 + make_cfg().sim.steps
-    assert summary["history"] == first["history"]
+    assert summary["steps"] == first["steps"] == 6
+    assert [h["val_mae"] for h in summary["history"]] == [h["val_mae"] for h in first["history"]]
     resumed = load_file(str(tmp_path / "b" / "weights.safetensors"))
-    assert resumed.keys() == reference.keys()
     for key in reference:
         assert torch.allclose(resumed[key], reference[key], atol=1e-6), key
+    assert set(summary["val"]["per_source"]) == {"brt", "shb", "mall"}
+    assert all(m["n"] == 3 for m in summary["val"]["per_source"].values())
+    assert summary["split"]["brt"]["val"] == sorted(summary["split"]["brt"]["val"])
+    assert all(n.startswith("brt_2") for n in summary["split"]["brt"]["val"])
+    assert not any(n.startswith("brt_2") for n in summary["split"]["brt"]["train"])
 
 
-def test_simulated_stage_is_evaluated_apart_from_the_real_one(tmp_path: Path) -> None:
-    threads = torch.get_num_threads()
-    try:
-        summary = train_mod.train_crowd(_sim_cfg(tmp_path / "sim"), tmp_path / "m", progress=False)
-    finally:
-        torch.set_num_threads(threads)
-    assert [h["stage"] for h in summary["history"]] == ["sim", "real"]  # evaluated at the end of each stage
-    assert summary["sim_steps"] == 2 and summary["val_mae_after_sim"] == summary["history"][0]["val_mae"]
-    assert summary["cpu_seconds"] > 0
+def test_only_whole_frame_changes_resume_and_only_before_that_stage() -> None:
+    saved = tiny_config(whole_steps=0).to_dict()
+    assert train_mod.resumable(saved, tiny_config(whole_steps=5), step=4)
+    assert not train_mod.resumable(saved, tiny_config(whole_steps=5), step=5)
+    assert not train_mod.resumable(saved, tiny_config(steps=6, whole_steps=0), step=4)
 
 
-def test_a_checkpoint_of_another_config_is_refused(tmp_path: Path) -> None:
-    threads = torch.get_num_threads()
-    cfg = _cfg()
-    cfg.train.steps = 2
-    try:
-        train_mod.train_crowd(cfg, tmp_path / "m", progress=False)
-        cfg.model.back_channels = [12]
-        with pytest.raises(ModelError, match="checkpoint.pt"):
-            train_mod.train_crowd(cfg, tmp_path / "m", progress=False)
-    finally:
-        torch.set_num_threads(threads)
+def test_whole_frames_keep_every_head_and_the_inference_size() -> None:
+    from perception.crowd.data import load_sample, whole_frame
 
-
-def test_a_checkpoint_written_before_config_keys_were_added_still_resumes() -> None:
-    from perception.crowd.train import resumable
-
-    cfg = CrowdConfig()
-    old = cfg.to_dict()
-    del old["train"]["paste_max"], old["data"]["train_on_val"]  # keys added later, at their defaults
-    assert resumable(old, cfg, 0)
-    changed = CrowdConfig.from_dict(cfg.to_dict())
-    changed.train.paste_max = 4
-    assert not resumable(old, changed, 0)
-    old["train"]["no_such_key"] = 1
-    assert not resumable(old, cfg, 0)
+    cfg = tiny_config()
+    s = load_sample(REAL / "brt", "brt_1-20160620091226", 512, "brt")
+    img, dens = whole_frame(s, cfg.data, 0.2, 0.5, np.random.default_rng(0))
+    assert img.shape == (3, 512, 288) and dens.shape == (64, 36)  # BRT frames are 360x640 portrait
+    assert dens.sum() == pytest.approx(s.count, abs=1e-3)

@@ -6,24 +6,36 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from perception.crowd.checkpoint import load_crowd_model
+from perception.crowd.data import MIN_SIDE, shrink
 from perception.crowd.predict import CountResult, count_image
 from perception.errors import DataError
 
 
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from a uint8 colour, grey ((H, W) or (H, W, 1)) or RGBA image; DataError (naming
+    ``image``) for other types and shapes and for images with a side below :data:`MIN_SIDE` pixels."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        raise DataError(f"expected a uint8 image array, got {getattr(image, 'dtype', type(image).__name__)}",
+                        "image")
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise DataError(f"expected an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) image, got {image.shape}", "image")
+    if min(image.shape[:2]) < MIN_SIDE:
+        raise DataError(f"image {image.shape[1]}x{image.shape[0]} is smaller than {MIN_SIDE} px: too small to count "
+                        "people in", "image")
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    return np.ascontiguousarray(image[..., :3])
+
+
 def resize_rgb(image: np.ndarray, max_side: int) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> float32 in [0, 1], shrunk (bilinear, as in training) so the longer side is at most
-    ``max_side``."""
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise DataError(f"expected an (H, W, 3) uint8 RGB image, got {image.dtype} {image.shape}", "image")
-    h, w = image.shape[:2]
-    scale = min(1.0, max_side / max(h, w))
-    if scale < 1.0:
-        pil = Image.fromarray(image).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
-        image = np.asarray(pil)
-    return image.astype(np.float32) / 255.0
+    """uint8 image (see :func:`as_rgb`) -> float32 RGB in [0, 1], shrunk (bilinear, as in training) so the longer
+    side is at most ``max_side`` (huge frames, e.g. 8k, are shrunk like any other)."""
+    small, _ = shrink(as_rgb(image), max_side)
+    return small.astype(np.float32) / 255.0
 
 
 def _jet(v: np.ndarray) -> np.ndarray:
@@ -63,6 +75,7 @@ class CrowdCounter:
         return self.interval.level
 
     def __call__(self, image: np.ndarray) -> tuple[CountResult, np.ndarray]:
-        """Count an (H, W, 3) uint8 RGB image; returns the result and the resized float image it saw."""
+        """Count a uint8 RGB (or grey / RGBA) image; returns the result and the resized float image it saw.
+        Images smaller than :data:`MIN_SIDE` px or of another type raise DataError."""
         small = resize_rgb(image, self.cfg.model.max_side)
         return count_image(self.net, small, self.interval), small

@@ -1,11 +1,12 @@
-"""Crowd samples (image + head points): loading, the fixed by-scene split and augmented training batches."""
+"""Crowd samples (image + head points): loading with input checks, the validation split carved by camera / scene /
+time from the training datasets, and augmented training crops."""
 
 from __future__ import annotations
 
 import json
 import logging
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,10 @@ from perception.errors import DataError
 
 log = logging.getLogger(__name__)
 
-_VIEW = re.compile(r"^(?P<scene>.+)_(?P<view>\d+)$")
+#: Images with a shorter side below this are rejected (too small to hold countable people).
+MIN_SIDE = 64
+#: Decoding refuses images with more pixels than this (a decompression bomb, not a camera frame).
+MAX_PIXELS = 12000 * 12000
 
 
 @dataclass
@@ -25,96 +29,120 @@ class CrowdSample:
     """One photo resized so that its longer side is at most ``max_side``; points scaled alike."""
 
     name: str
-    image: np.ndarray  # (H, W, 3) float32 RGB in [0, 1]; uint8 for simulated training scenes (4x less memory)
+    image: np.ndarray  # (H, W, 3) uint8 RGB
     points: np.ndarray  # (N, 2) float64 x, y in resized pixels
-    count: int  # annotated heads (the count in the JSON)
+    count: int  # annotated heads
     scale: float  # resized / original
-
-    @property
-    def scene(self) -> str:
-        """Scene id shared by all views of one place."""
-        return scene_of(self.name)
+    dataset: str = ""
 
     @property
     def source(self) -> str:
-        """Data source: ``cityuhk`` for ``scene_*`` views, else the name prefix (``handclick``)."""
-        return source_of(self.name)
+        """Dataset name (``brt``, ``shb``, ...; from the file name when not given)."""
+        return self.dataset or source_of(self.name)
 
-
-def scene_of(name: str) -> str:
-    """``scene_005_2`` -> ``scene_005``; a name without a view suffix (``handclick_03``) is its own scene."""
-    m = _VIEW.match(name)
-    if name.startswith("scene_") and m:
-        return m.group("scene")
-    return name
+    def float_image(self) -> np.ndarray:
+        """(H, W, 3) float32 RGB in [0, 1]."""
+        return self.image.astype(np.float32) / 255.0
 
 
 def source_of(name: str) -> str:
-    """``cityuhk`` for ``scene_*`` images, ``handclick`` for hand-clicked photos, else ``other``."""
+    """Dataset of an image name: ``cityuhk`` for ``scene_*`` views, else the prefix before the first ``_``
+    (``brt_1-2017...`` -> ``brt``, ``shb_train_IMG_1`` -> ``shb``, ``mall_0001`` -> ``mall``)."""
     if name.startswith("scene_"):
         return "cityuhk"
-    if name.startswith("handclick"):
-        return "handclick"
-    return "other"
+    return re.split(r"[_\-]", name, maxsplit=1)[0]
 
 
 def list_names(root: str | Path) -> list[str]:
-    """Stems of every ``points/*.json`` under ``root`` that has a matching image."""
+    """Stems of every ``points/*.json`` under ``root``."""
     root = Path(root)
     if not (root / "images").is_dir() or not (root / "points").is_dir():
         raise DataError("expected images/ and points/ folders", str(root))
     return sorted(p.stem for p in (root / "points").glob("*.json"))
 
 
-def load_sample(root: str | Path, name: str, max_side: int) -> CrowdSample:
-    """Read ``images/<name>.*`` and ``points/<name>.json``; malformed files raise DataError naming them."""
-    root = Path(root)
-    jpath = root / "points" / f"{name}.json"
+def read_points(path: str | Path) -> tuple[np.ndarray, int, str | None]:
+    """(points (N, 2), count, image file name or None) of a point file; DataError naming it when malformed."""
+    path = Path(path)
     try:
-        doc = json.loads(jpath.read_text())
+        doc = json.loads(path.read_text())
+        if not isinstance(doc, dict):
+            raise ValueError("expected a JSON object")
         pts = np.asarray(doc.get("points", []), dtype=np.float64).reshape(-1, 2)
         count = int(doc.get("count", len(pts)))
-    except (OSError, ValueError, TypeError, AttributeError) as exc:
-        raise DataError(f"unreadable point file: {exc}", str(jpath)) from exc
+    except (OSError, ValueError, TypeError) as exc:
+        raise DataError(f"unreadable point file: {exc}", str(path)) from exc
+    if not np.isfinite(pts).all():
+        raise DataError("point file holds non-finite coordinates", str(path))
     if count != len(pts):
-        log.warning("%s: count %d != %d points; using the points", jpath, count, len(pts))
-        count = len(pts)
-    image_name = doc.get("image") or f"{name}.jpg"
-    ipath = root / "images" / image_name
+        log.warning("%s: count %d != %d points; using the points", path, count, len(pts))
+    image = doc.get("image")
+    return pts, len(pts), image if isinstance(image, str) else None
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of an image file (grey / palette / RGBA converted); DataError naming the file when it is
+    missing, truncated or unreadable, or smaller than :data:`MIN_SIDE` pixels."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            if im.width * im.height > MAX_PIXELS:
+                raise DataError(f"image {im.width}x{im.height} is too large", str(path))
+            rgb = np.asarray(im.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"unreadable image: {exc}", str(path)) from exc
+    if min(rgb.shape[:2]) < MIN_SIDE:
+        raise DataError(f"image {rgb.shape[1]}x{rgb.shape[0]} is smaller than {MIN_SIDE} px", str(path))
+    return rgb
+
+
+def shrink(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """(image shrunk bilinearly so its longer side is at most ``max_side``, scale); never enlarged."""
+    h, w = rgb.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    if scale < 1.0:
+        rgb = np.asarray(Image.fromarray(rgb).resize((max(1, round(w * scale)), max(1, round(h * scale))),
+                                                     Image.BILINEAR))
+    return rgb, scale
+
+
+def load_sample(root: str | Path, name: str, max_side: int, dataset: str = "") -> CrowdSample:
+    """Read ``images/<name>.*`` and ``points/<name>.json``; malformed files raise DataError naming them."""
+    root = Path(root)
+    pts, count, image_name = read_points(root / "points" / f"{name}.json")
+    ipath = root / "images" / (image_name or f"{name}.jpg")
     if not ipath.is_file():
         matches = sorted((root / "images").glob(f"{name}.*"))
         if not matches:
             raise DataError("image not found", str(ipath))
         ipath = matches[0]
-    try:
-        with Image.open(ipath) as im:
-            rgb = im.convert("RGB")
-            w, h = rgb.size
-            scale = min(1.0, max_side / max(w, h))
-            if scale < 1.0:
-                rgb = rgb.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
-            arr = np.asarray(rgb, dtype=np.float32) / 255.0
-    except OSError as exc:
-        raise DataError(f"unreadable image: {exc}", str(ipath)) from exc
-    return CrowdSample(name=name, image=arr, points=pts * scale, count=count, scale=scale)
+    rgb, scale = shrink(read_rgb(ipath), max_side)
+    return CrowdSample(name=name, image=rgb, points=pts * scale, count=count, scale=scale, dataset=dataset)
 
 
-def split_names(names: list[str], cfg: CrowdDataConfig) -> dict[str, list[str]]:
-    """Fixed by-scene split: every view of a scene in ``test_scenes`` / ``val_scenes`` goes there, the rest
-    trains."""
-    out: dict[str, list[str]] = {"train": [], "val": [], "test": []}
-    test, val = set(cfg.test_scenes), set(cfg.val_scenes)
-    for name in names:
-        scene = scene_of(name)
-        out["test" if scene in test else "val" if scene in val else "train"].append(name)
+def is_val(name: str, patterns: list[str]) -> bool:
+    """True when ``name`` matches one of the validation ``patterns`` (regular expressions, searched)."""
+    return any(re.search(p, name) for p in patterns)
+
+
+def split_names(names: list[str], patterns: list[str], limit: int = 0) -> dict[str, list[str]]:
+    """``{"train": [...], "val": [...]}``: names matching ``patterns`` validate; ``limit`` > 0 keeps the first
+    ``limit`` of each."""
+    out = {"train": [n for n in names if not is_val(n, patterns)], "val": [n for n in names if is_val(n, patterns)]}
+    return {k: v[:limit] if limit else v for k, v in out.items()}
+
+
+def load_datasets(cfg: CrowdDataConfig, max_side: int,
+                  root_dir: str | Path | None = None) -> dict[str, dict[str, list[CrowdSample]]]:
+    """``{dataset: {"train": samples, "val": samples}}`` of every configured dataset (relative folders are taken
+    from ``root_dir``, default the working directory)."""
+    out = {}
+    for ds, folder in cfg.datasets.items():
+        root = Path(folder) if Path(folder).is_absolute() or root_dir is None else Path(root_dir) / folder
+        names = split_names(list_names(root), cfg.val_patterns.get(ds, []), cfg.limit)
+        out[ds] = {k: [load_sample(root, n, max_side, ds) for n in v] for k, v in names.items()}
+        log.info("%s: %d train, %d val images from %s", ds, len(out[ds]["train"]), len(out[ds]["val"]), root)
     return out
-
-
-def load_split(cfg: CrowdDataConfig, max_side: int, root: str | Path | None = None) -> dict[str, list[CrowdSample]]:
-    """Load every sample of ``root`` (default ``cfg.root``) grouped by split."""
-    root = Path(root or cfg.root)
-    names = split_names(list_names(root), cfg)
-    return {k: [load_sample(root, n, max_side) for n in v] for k, v in names.items()}
 
 
 def target_density(sample: CrowdSample, cfg: CrowdDataConfig) -> np.ndarray:
@@ -125,43 +153,62 @@ def target_density(sample: CrowdSample, cfg: CrowdDataConfig) -> np.ndarray:
 
 
 class Augmenter:
-    """Random copy-paste of people (:func:`paste_people`, on request), scale, crop, horizontal flip and colour
-    jitter -> (image crop, stride-8 density target)."""
+    """Random scale, crop (grey padding where the scaled image is smaller), horizontal flip, colour jitter and
+    occasional grey -> (image crop, stride-8 density target)."""
 
     def __init__(self, data_cfg: CrowdDataConfig, crop: int, scale_min: float, scale_max: float, jitter: float,
-                 stride: int = 8, paste_max: int = 0) -> None:
+                 grey_prob: float = 0.0, stride: int = 8) -> None:
         self.cfg = data_cfg
-        self.paste_max = paste_max
         self.crop = crop
         self.scale_range = (scale_min, scale_max)
         self.jitter = jitter
+        self.grey_prob = grey_prob
         self.stride = stride
 
-    def __call__(self, sample: CrowdSample, rng: np.random.Generator,
-                 paste: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """One augmented (3, crop, crop) image and its (crop/8, crop/8) density target; with ``paste`` (and
-        ``paste_max`` > 0), 0 to ``paste_max`` patches of people are pasted into the frame first."""
-        if paste and self.paste_max > 0:
-            sample = pasted(sample, rng, self.paste_max)
+    def __call__(self, sample: CrowdSample, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """One augmented (3, crop, crop) float image and its (crop/8, crop/8) density target."""
         s = rng.uniform(*self.scale_range)
         h0, w0 = sample.image.shape[:2]
-        h, w = max(self.crop, round(h0 * s)), max(self.crop, round(w0 * s))
+        h, w = max(1, round(h0 * s)), max(1, round(w0 * s))
+        img = np.asarray(Image.fromarray(sample.image).resize((w, h), Image.BILINEAR), dtype=np.float32) / 255.0
         sx, sy = w / w0, h / h0
-        src = sample.image if sample.image.dtype == np.uint8 else (sample.image * 255).astype(np.uint8)
-        im = Image.fromarray(src).resize((w, h), Image.BILINEAR)
-        img = np.asarray(im, dtype=np.float32) / 255.0
         pts = sample.points * np.array([sx, sy])
+        c = self.cfg
+        sig = adaptive_sigmas(pts, c.knn, c.sigma_beta, c.sigma_min, c.sigma_max, c.sigma_single) * np.sqrt(sx * sy)
+        if h < self.crop or w < self.crop:  # pad with grey (the inference padding value) to the crop size
+            ph, pw = max(0, self.crop - h), max(0, self.crop - w)
+            img = np.pad(img, ((0, ph), (0, pw), (0, 0)), constant_values=0.45)
+            h, w = img.shape[:2]
         y0 = int(rng.integers(0, h - self.crop + 1))
         x0 = int(rng.integers(0, w - self.crop + 1))
         img = img[y0:y0 + self.crop, x0:x0 + self.crop]
-        c = self.cfg
-        sig = adaptive_sigmas(pts, c.knn, c.sigma_beta, c.sigma_min, c.sigma_max, c.sigma_single) * np.sqrt(sx * sy)
-        pts = pts - np.array([x0, y0])
-        dens = render_density(pts, sig, self.crop, self.crop)
+        dens = render_density(pts - np.array([x0, y0]), sig, self.crop, self.crop)
         if rng.random() < 0.5:
             img, dens = img[:, ::-1], dens[:, ::-1]
         img = colour_jitter(img, self.jitter, rng)
+        if rng.random() < self.grey_prob:
+            img = np.repeat(img.mean(axis=2, keepdims=True), 3, axis=2)
         return np.ascontiguousarray(img.transpose(2, 0, 1)), sum_pool(np.ascontiguousarray(dens), self.stride)
+
+
+def whole_frame(sample: CrowdSample, cfg: CrowdDataConfig, jitter: float, grey_prob: float,
+                rng: np.random.Generator, multiple: int = 16, stride: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """The whole frame as inference sees it (cut down to a multiple of ``multiple`` at a random offset), flipped
+    half the time, colour-jittered, sometimes grey -> ((3, H, W) image, (H/8, W/8) density target)."""
+    h0, w0 = sample.image.shape[:2]
+    fh, fw = h0 - h0 % multiple, w0 - w0 % multiple
+    if fh < multiple or fw < multiple:
+        raise DataError(f"image {w0}x{h0} is smaller than {multiple} px", sample.name)
+    y0, x0 = int(rng.integers(0, h0 - fh + 1)), int(rng.integers(0, w0 - fw + 1))
+    img = sample.float_image()[y0:y0 + fh, x0:x0 + fw]
+    sig = adaptive_sigmas(sample.points, cfg.knn, cfg.sigma_beta, cfg.sigma_min, cfg.sigma_max, cfg.sigma_single)
+    dens = render_density(sample.points - np.array([x0, y0]), sig, fh, fw)
+    if rng.random() < 0.5:
+        img, dens = img[:, ::-1], dens[:, ::-1]
+    img = colour_jitter(img, jitter, rng)
+    if rng.random() < grey_prob:
+        img = np.repeat(img.mean(axis=2, keepdims=True), 3, axis=2)
+    return np.ascontiguousarray(img.transpose(2, 0, 1)), sum_pool(np.ascontiguousarray(dens), stride)
 
 
 def colour_jitter(img: np.ndarray, jitter: float, rng: np.random.Generator) -> np.ndarray:
@@ -173,95 +220,4 @@ def colour_jitter(img: np.ndarray, jitter: float, rng: np.random.Generator) -> n
         img = (img - mean) * rng.uniform(1 - j, 1 + j) + mean  # contrast
         grey = img.mean(axis=2, keepdims=True)
         img = (img - grey) * rng.uniform(1 - j, 1 + j) + grey  # saturation
-    return np.clip(img, 0.0, 1.0)
-
-
-class WholeFrameAugmenter:
-    """Whole frames as inference sees them (the size cut down to a multiple of the stride), optionally zoomed in by
-    a random factor in [1, ``zoom_max``] and cropped back to the frame size at a random place (never padded), with
-    horizontal flips and colour jitter -> (image, stride-8 density target). Optional copy-paste of people
-    (:func:`paste_people`) comes first."""
-
-    def __init__(self, data_cfg: CrowdDataConfig, zoom_max: float, jitter: float, stride: int = 8,
-                 paste_max: int = 0) -> None:
-        self.cfg = data_cfg
-        self.zoom_max = zoom_max
-        self.paste_max = paste_max
-        self.jitter = jitter
-        self.stride = stride
-
-    def __call__(self, sample: CrowdSample, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """One augmented (3, H, W) frame and its (H/8, W/8) density target (H, W: the frame cut to multiples of 8);
-        with ``paste_max`` > 0, 0 to ``paste_max`` patches of people are pasted into the frame first."""
-        if self.paste_max > 0:
-            sample = pasted(sample, rng, self.paste_max)
-        h0, w0 = sample.image.shape[:2]
-        fh, fw = h0 - h0 % self.stride, w0 - w0 % self.stride
-        if fh < self.stride or fw < self.stride:
-            raise DataError(f"image {w0}x{h0} is smaller than the stride {self.stride}", sample.name)
-        s = rng.uniform(1.0, self.zoom_max) if self.zoom_max > 1.0 else 1.0
-        h, w = max(fh, round(h0 * s)), max(fw, round(w0 * s))
-        if (h, w) == (h0, w0):  # the frame itself, as inference sees it
-            img = sample.image.astype(np.float32) / (255.0 if sample.image.dtype == np.uint8 else 1.0)
-        else:
-            src = sample.image if sample.image.dtype == np.uint8 else (sample.image * 255).round().astype(np.uint8)
-            img = np.asarray(Image.fromarray(src).resize((w, h), Image.BILINEAR), dtype=np.float32) / 255.0
-        sx, sy = w / w0, h / h0
-        pts = sample.points * np.array([sx, sy])
-        y0 = int(rng.integers(0, h - fh + 1))
-        x0 = int(rng.integers(0, w - fw + 1))
-        img = img[y0:y0 + fh, x0:x0 + fw]
-        c = self.cfg
-        sig = adaptive_sigmas(pts, c.knn, c.sigma_beta, c.sigma_min, c.sigma_max, c.sigma_single) * np.sqrt(sx * sy)
-        dens = render_density(pts - np.array([x0, y0]), sig, fh, fw)
-        if rng.random() < 0.5:
-            img, dens = img[:, ::-1], dens[:, ::-1]
-        img = colour_jitter(img, self.jitter, rng)
-        return np.ascontiguousarray(img.transpose(2, 0, 1)), sum_pool(np.ascontiguousarray(dens), self.stride)
-
-
-def paste_people(image: np.ndarray, points: np.ndarray, rng: np.random.Generator, patches: int,
-                 size: tuple[int, int] = (16, 64)) -> tuple[np.ndarray, np.ndarray]:
-    """Copy-paste augmentation that keeps the head count exact and the perspective plausible: ``patches`` times,
-    a rectangle around a random annotated head (a random width in ``size``, 1.5-2.5x as tall, the head in its top
-    third) is copied, mirrored half the time, to another place on the **same rows** of the frame (where people
-    have the same apparent size), the emptiest of 8 random candidate places. The heads inside the copied
-    rectangle move with it; heads the pasted rectangle covers are removed. Returns a new (image, points); the
-    inputs are left untouched. No heads: no change."""
-    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    if patches <= 0 or len(points) == 0:
-        return image, points
-    img = image.copy()
-    pts = points.copy()
-    h, w = img.shape[:2]
-    for _ in range(patches):
-        if len(pts) == 0:
-            break
-        hx, hy = pts[int(rng.integers(0, len(pts)))]
-        pw = int(min(rng.integers(size[0], size[1] + 1), w // 2))
-        ph = int(min(round(pw * rng.uniform(1.5, 2.5)), h))
-        x0 = int(np.clip(round(hx - pw / 2), 0, w - pw))
-        y0 = int(np.clip(round(hy - ph * rng.uniform(0.1, 0.33)), 0, h - ph))
-        free = [x for x in range(0, w - pw + 1) if abs(x - x0) >= pw]  # a place that does not overlap the source
-        if not free:
-            continue
-        cand = [free[int(i)] for i in rng.integers(0, len(free), size=8)]
-        nx = min(cand, key=lambda x: int(np.sum((pts[:, 0] >= x) & (pts[:, 0] < x + pw)
-                                                   & (pts[:, 1] >= y0) & (pts[:, 1] < y0 + ph))))
-        patch = img[y0:y0 + ph, x0:x0 + pw].copy()
-        inside = (pts[:, 0] >= x0) & (pts[:, 0] < x0 + pw) & (pts[:, 1] >= y0) & (pts[:, 1] < y0 + ph)
-        moved = pts[inside] - np.array([x0, 0.0])
-        if rng.random() < 0.5:
-            patch = patch[:, ::-1]
-            moved[:, 0] = pw - moved[:, 0]
-            moved[:, 0] = np.minimum(moved[:, 0], np.nextafter(pw, 0))
-        covered = (pts[:, 0] >= nx) & (pts[:, 0] < nx + pw) & (pts[:, 1] >= y0) & (pts[:, 1] < y0 + ph)
-        img[y0:y0 + ph, nx:nx + pw] = patch
-        pts = np.concatenate([pts[~covered], moved + np.array([nx, 0.0])])
-    return img, pts
-
-
-def pasted(sample: CrowdSample, rng: np.random.Generator, paste_max: int) -> CrowdSample:
-    """``sample`` with 0 to ``paste_max`` (uniform) patches of people pasted by :func:`paste_people`."""
-    img, pts = paste_people(sample.image, sample.points, rng, int(rng.integers(0, paste_max + 1)))
-    return replace(sample, image=img, points=pts, count=len(pts))
+    return np.clip(img, 0.0, 1.0).astype(np.float32)

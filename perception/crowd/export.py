@@ -1,4 +1,4 @@
-"""ONNX export of the crowd counter (dynamic batch, H, W multiples of 8), onnx.checker and ORT parity."""
+"""ONNX export of the crowd counter (dynamic batch, H, W multiples of 16), onnx.checker and ORT parity."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from perception.crowd.model import STRIDE, CrowdNet
+from perception.crowd.model import INPUT_MULTIPLE, CrowdNet
 from perception.engines.artifacts import save_checked_onnx
 from perception.errors import EngineError
 
@@ -22,13 +22,14 @@ def export_crowd_onnx(net: CrowdNet, path: str | Path, height: int = 384, width:
                       max_side: int = 4096) -> Path:
     """Export ``net`` (eval mode) to ``path`` with dynamic batch/H/W, check it with onnx.checker and save it."""
     path = Path(path)
-    if height % STRIDE or width % STRIDE:
-        raise EngineError(f"example size {height}x{width} must be a multiple of {STRIDE}", str(path))
+    if height % INPUT_MULTIPLE or width % INPUT_MULTIPLE:
+        raise EngineError(f"example size {height}x{width} must be a multiple of {INPUT_MULTIPLE}", str(path))
     net = net.eval()
     example = (torch.rand(1, 3, height, width),)
-    h8 = torch.export.Dim("h8", min=1, max=max_side // STRIDE)
-    w8 = torch.export.Dim("w8", min=1, max=max_side // STRIDE)
-    shapes = {"image": {0: torch.export.Dim("batch", min=1, max=64), 2: STRIDE * h8, 3: STRIDE * w8}}
+    m = INPUT_MULTIPLE
+    h16 = torch.export.Dim("h16", min=2, max=max_side // m)
+    w16 = torch.export.Dim("w16", min=2, max=max_side // m)
+    shapes = {"image": {0: torch.export.Dim("batch", min=1, max=64), 2: m * h16, 3: m * w16}}
     try:
         with torch.no_grad():
             program = torch.onnx.export(net, example, dynamo=True, opset_version=OPSET, input_names=[INPUT_NAME],

@@ -1,12 +1,11 @@
-"""Count interval: over-dispersed Poisson shape, ``count +- z sqrt(phi max(count, 1))``.
+"""Count interval: ``count +- z sqrt(phi) max(count, 1)^power`` (power 0.5: over-dispersed Poisson; 1: relative).
 
 ``phi`` is fitted on validation images by split conformal prediction on the normalised residuals
-``|pred - truth| / sqrt(max(pred, 1))``: their ``ceil((n + 1) level)``-th smallest value ``q`` gives
+``|pred - truth| / max(pred, 1)^power``: their ``ceil((n + 1) level)``-th smallest value ``q`` gives
 ``phi = (q / z)^2``, so the interval holds the truth with probability >= ``level`` for images exchangeable with the
-validation ones. With fewer than ``level / (1 - level)`` validation images the largest residual is used (coverage
-``n / (n + 1)`` only). Training keeps the wider of the validation and the training-image fits (:func:`wider`):
-the 7 validation images are the ones the weights were selected on, so their residuals are optimistic. The
-empirical coverage on held-out test images is reported by ``perception eval-crowd``.
+validation ones. ``power`` is chosen among :data:`POWERS` so that the per-dataset coverages (cross-fitted: fitted
+on one half of the validation images, measured on the other) stay closest to the level. The empirical coverage on
+other held-out images is reported by ``perception eval-crowd``.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from statistics import NormalDist
 from perception.errors import ModelError
 
 log = logging.getLogger(__name__)
+POWERS = (0.5, 0.75, 1.0)
 
 
 @dataclass
@@ -30,6 +30,7 @@ class CountInterval:
     phi: float = 1.0
     level: float = 0.9
     fitted_on: int = 0
+    power: float = 0.5
 
     @property
     def z(self) -> float:
@@ -38,7 +39,7 @@ class CountInterval:
 
     def bounds(self, count: float) -> tuple[float, float]:
         """(low, high) for a predicted count; the low end is clipped at zero."""
-        half = self.z * math.sqrt(self.phi * max(count, 1.0))
+        half = self.z * math.sqrt(self.phi) * max(count, 1.0) ** self.power
         return max(0.0, count - half), count + half
 
     def save(self, path: str | Path) -> None:
@@ -50,19 +51,20 @@ class CountInterval:
         """Read JSON; ModelError naming the file when malformed."""
         try:
             doc = json.loads(Path(path).read_text())
-            out = cls(phi=float(doc["phi"]), level=float(doc["level"]), fitted_on=int(doc.get("fitted_on", 0)))
+            out = cls(phi=float(doc["phi"]), level=float(doc["level"]), fitted_on=int(doc.get("fitted_on", 0)),
+                      power=float(doc.get("power", 0.5)))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"malformed interval file: {exc}", str(path)) from exc
-        if out.phi <= 0 or not 0 < out.level < 1:
-            raise ModelError("phi must be > 0 and level in (0, 1)", str(path))
+        if out.phi <= 0 or not 0 < out.level < 1 or not 0 <= out.power <= 1:
+            raise ModelError("phi must be > 0, level in (0, 1) and power in [0, 1]", str(path))
         return out
 
 
-def fit_interval(preds: list[float], truths: list[float], level: float) -> CountInterval:
+def fit_interval(preds: list[float], truths: list[float], level: float, power: float = 0.5) -> CountInterval:
     """Split-conformal fit of the dispersion on (prediction, truth) pairs of held-out (validation) images."""
     if not preds or len(preds) != len(truths):
         raise ValueError("need matching, non-empty predictions and truths")
-    scores = sorted(abs(p - t) / math.sqrt(max(p, 1.0)) for p, t in zip(preds, truths))
+    scores = sorted(abs(p - t) / max(p, 1.0) ** power for p, t in zip(preds, truths))
     n = len(scores)
     rank = math.ceil((n + 1) * level)
     if rank > n:
@@ -71,7 +73,7 @@ def fit_interval(preds: list[float], truths: list[float], level: float) -> Count
         rank = n
     z = NormalDist().inv_cdf(0.5 + level / 2.0)
     q = scores[rank - 1] * (1 + 1e-9)  # closed interval: the calibration residual itself stays inside
-    return CountInterval(phi=max((q / z) ** 2, 1e-3), level=level, fitted_on=n)
+    return CountInterval(phi=max((q / z) ** 2, 1e-6), level=level, fitted_on=n, power=power)
 
 
 def coverage(interval: CountInterval, preds: list[float], truths: list[float]) -> float:
@@ -80,8 +82,28 @@ def coverage(interval: CountInterval, preds: list[float], truths: list[float]) -
     return sum(inside) / max(len(inside), 1)
 
 
-def wider(a: CountInterval, b: CountInterval) -> CountInterval:
-    """The interval with the larger dispersion (same level), counting the images of both fits."""
-    if a.level != b.level:
-        raise ValueError(f"levels differ: {a.level} vs {b.level}")
-    return CountInterval(phi=max(a.phi, b.phi), level=a.level, fitted_on=a.fitted_on + b.fitted_on)
+def cross_fitted_coverage(preds: list[float], truths: list[float], groups: list[str], level: float,
+                          power: float) -> dict[str, float]:
+    """Per-group coverage of intervals fitted on the other half of the images (alternate images within each group
+    form the two halves) -- an out-of-sample estimate of what the interval fitted on all of them covers."""
+    idx = {g: [i for i, x in enumerate(groups) if x == g] for g in dict.fromkeys(groups)}
+    half = [set(), set()]
+    for members in idx.values():
+        for j, i in enumerate(members):
+            half[j % 2].add(i)
+    inside = [False] * len(preds)
+    for a, b in ((0, 1), (1, 0)):
+        fit = fit_interval([preds[i] for i in half[a]], [truths[i] for i in half[a]], level, power)
+        for i in half[b]:
+            lo, hi = fit.bounds(preds[i])
+            inside[i] = lo <= truths[i] <= hi
+    return {g: sum(inside[i] for i in m) / len(m) for g, m in idx.items()}
+
+
+def fit_balanced_interval(preds: list[float], truths: list[float], groups: list[str],
+                          level: float) -> tuple[CountInterval, dict[float, dict[str, float]]]:
+    """The interval over every image, with the :data:`POWERS` entry whose cross-fitted per-group coverages are
+    closest to ``level`` (largest deviation). Returns (interval, {power: per-group coverage})."""
+    table = {p: cross_fitted_coverage(preds, truths, groups, level, p) for p in POWERS}
+    best = min(POWERS, key=lambda p: max(abs(c - level) for c in table[p].values()))
+    return fit_interval(preds, truths, level, best), table

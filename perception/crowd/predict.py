@@ -1,4 +1,4 @@
-"""Inference on whole images: pad to a multiple of 8, run the net, sum the density map."""
+"""Inference on whole images: pad to a multiple of 16, run the net, sum the stride-8 density map."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from perception.crowd.interval import CountInterval
-from perception.crowd.model import STRIDE, CrowdNet
+from perception.crowd.model import INPUT_MULTIPLE, STRIDE, CrowdNet
 
 PAD_VALUE = 0.45  # grey: padding must not look like people
 
@@ -23,7 +23,7 @@ class CountResult:
     density: np.ndarray
 
 
-def pad_to_stride(image: np.ndarray, stride: int = STRIDE) -> np.ndarray:
+def pad_to_stride(image: np.ndarray, stride: int = INPUT_MULTIPLE) -> np.ndarray:
     """(H, W, 3) float image padded at the bottom/right with grey to multiples of ``stride``."""
     h, w = image.shape[:2]
     ph, pw = (-h) % stride, (-w) % stride
@@ -34,7 +34,9 @@ def pad_to_stride(image: np.ndarray, stride: int = STRIDE) -> np.ndarray:
 
 @torch.no_grad()
 def predict_density(net: CrowdNet, image: np.ndarray) -> np.ndarray:
-    """Density map (ceil(H/8), ceil(W/8)) of one (H, W, 3) float RGB image in [0, 1]."""
+    """Density map (ceil(H/8), ceil(W/8)) of one (H, W, 3) RGB image (float in [0, 1] or uint8)."""
+    if image.dtype == np.uint8:
+        image = image.astype(np.float32) / 255.0
     h, w = image.shape[:2]
     x = torch.from_numpy(np.ascontiguousarray(pad_to_stride(image).transpose(2, 0, 1)))[None].float()
     d = net(x)[0, 0].numpy()

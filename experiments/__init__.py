@@ -1,0 +1,1 @@
+"""Experiment drivers (ablations, recipe searches): not part of the product core."""
