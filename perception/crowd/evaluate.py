@@ -120,12 +120,7 @@ def save_scatter(report: dict, path: str | Path) -> Path:
         m = report["per_source"][src]
         ax.set(xlim=(0, top), ylim=(0, top), xlabel="true count", ylabel="predicted count",
                title=f"{src} (n={m['n']}): MAE {m['mae']:.2f}, cov {m['coverage']:.0%}")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def save_overlays(net: CrowdNet, interval: CountInterval, samples: list[CrowdSample], path: str | Path,
@@ -149,6 +144,11 @@ def save_overlays(net: CrowdNet, interval: CountInterval, samples: list[CrowdSam
         ax.set_xlim(0, w)
         ax.set_ylim(h, 0)
         ax.set_title(f"{s.name}\npred {r.count:.1f} [{r.low:.0f}, {r.high:.0f}]  gt {s.count}", fontsize=9)
+    return _save(plt, fig, path)
+
+
+def _save(plt, fig, path: str | Path) -> Path:
+    """Write a figure as a PNG (parent folders made) and close it."""
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,9 +18,8 @@ from tqdm import tqdm
 
 from perception.detector.config import DetectorConfig
 from perception.detector.data import SampleDataset, frame_to_sample, save_sample
-from perception.detector.loss import detection_loss
 from perception.detector.model import FusionNet
-from perception.detector.train import _step_inputs
+from perception.detector.train import train_step
 from perception.errors import ConfigError, DataError
 from perception.frame import Frame
 
@@ -62,11 +61,6 @@ def finetune(net: FusionNet, frames: list[Frame], cfg: DetectorConfig, steps: in
         _freeze_batchnorm(tuned)
         for _ in tqdm(range(steps), desc=desc, unit="step"):
             items = [dataset[int(j)] for j in rng.choice(len(dataset), size=bs, replace=len(dataset) < bs)]
-            kwargs, heat, boxes, labels = _step_inputs(items, cfg, rng, train=True)
-            losses = detection_loss(tuned(**kwargs), heat, boxes, labels, cfg.model)
-            opt.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            torch.nn.utils.clip_grad_norm_(tuned.parameters(), 10.0)
-            opt.step()
+            train_step(tuned, opt, items, cfg, rng)
     tuned.eval()
     return tuned

@@ -65,6 +65,18 @@ def _step_inputs(items, cfg: DetectorConfig, rng: np.random.Generator, train: bo
     return kwargs, heat, boxes, labels
 
 
+def train_step(net: FusionNet, opt: torch.optim.Optimizer, items, cfg: DetectorConfig,
+               rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    """One optimiser step on a batch of samples (augmented, loss, clipped gradients); returns the losses."""
+    kwargs, heat, boxes, labels = _step_inputs(items, cfg, rng, train=True)
+    losses = detection_loss(net(**kwargs), heat, boxes, labels, cfg.model)
+    opt.zero_grad(set_to_none=True)
+    losses["total"].backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
+    opt.step()
+    return losses
+
+
 def evaluate_loss(net: FusionNet, dataset: SampleDataset, cfg: DetectorConfig, max_batches: int = 25) -> float:
     """Mean validation loss (no augmentation, full inputs)."""
     net.eval()
@@ -137,12 +149,7 @@ def train(cfg: DetectorConfig, out_dir: Path, rig: Rig | None = None) -> tuple[F
         order = np.random.default_rng(t.seed + epoch).permutation(len(train_ds))
         start = (step % steps_per_epoch) * t.batch_size
         for items in _batches(train_ds, order[start:], t.batch_size):
-            kwargs, heat, boxes, labels = _step_inputs(items, cfg, rng, train=True)
-            losses = detection_loss(net(**kwargs), heat, boxes, labels, cfg.model)
-            opt.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
-            opt.step()
+            losses = train_step(net, opt, items, cfg, rng)
             sched.step()
             step += 1
             last_loss = float(losses["total"].detach())
