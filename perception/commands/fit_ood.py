@@ -24,6 +24,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--tpr", type=float, default=0.95, help="share of in-distribution samples kept by a threshold")
     p.add_argument("--backend", default="torch", help="engine whose features are fitted: torch (also serves the "
                    "other FP32 engines), onnxruntime-int8, onnxruntime-fp16, tensorrt, ...; auto = the default one")
+    p.add_argument("--real", nargs="*", default=[], metavar="DIR",
+                   help="folders of clean real frames (labels not needed) that join the in-distribution reference: "
+                        "even frames fit, odd frames set thresholds")
+    p.add_argument("--real-repeat", type=int, default=10, help="weight of each real frame against simulated ones")
     p.add_argument("--out", type=Path, default=None, help="output folder (default <model>/ood[/<backend>])")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     p.set_defaults(func=run)
@@ -46,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     backend = resolve_backend(args.model, args.backend)
     detector = load_detector(args.model, args.threads, backend)
     min_score = DEFAULT_MIN_SCORE if args.min_score is None else args.min_score
-    stats = fit_model_dir(args.model, args.train_frames, args.val_frames, min_score, args.tpr, detector=detector)
+    stats = fit_model_dir(args.model, args.train_frames, args.val_frames, min_score, args.tpr, detector=detector,
+                          real=args.real, real_repeat=args.real_repeat)
     meta = save_stats(stats, args.out or stats_dir(args.model, backend))
     fitted = stats.meta.get("fitted_on", {})
     print(f"OOD statistics for {args.model} ({backend}) -> {meta.parent}")

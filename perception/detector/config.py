@@ -105,6 +105,13 @@ class TrainConfig:
     lidar_dropout: float = 0.1
     corruption_augment: float = 0.0  # share of samples given a random corruption (detector.corruption_augment)
     corruption_augment_names: list[str] = field(default_factory=list)  # empty: every augmentable corruption
+    object_rotation: float = 0.0  # per-object rotation with its points, U(-x, x) rad (detector.object_augment)
+    object_point_drop: float = 0.0  # largest share of an object's points dropped (on half of the objects)
+    yaw_loss: str = "sincos_l1"  # or flip_invariant (detector.loss.detection_loss)
+    init_from: str = ""  # model folder (relative to the repo) whose weights training starts from
+    real_data: list[str] = field(default_factory=list)  # labelled real KITTI folders mixed into training
+    real_share: float = 0.0  # probability that a batch slot holds a real frame instead of a simulated one
+    max_steps: int = 0  # 0: epochs x steps per epoch
     time_limit_minutes: float = 75.0
     checkpoint_every_steps: int = 200
     num_threads: int = 2

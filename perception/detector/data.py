@@ -14,6 +14,7 @@ from tqdm import tqdm
 from perception.detector.config import ModelConfig
 from perception.detector.inputs import FrameInputs, lidar_to_feature_matrix, resize_image
 from perception.detector.loss import heatmap_target
+from perception.detector.object_augment import object_augment
 from perception.detector.voxelize import clean_points, voxelize
 from perception.errors import DataError
 from perception.frame import Frame, boxes_to_array
@@ -115,8 +116,10 @@ class SampleDataset(torch.utils.data.Dataset):
     """Cached samples → (FrameInputs, heatmap target, boxes, labels), with optional augmentation."""
 
     def __init__(self, paths: list[Path], cfg: ModelConfig, train: bool, seed: int = 0,
-                 corruption_share: float = 0.0, corruption_names: tuple[str, ...] = ()) -> None:
+                 corruption_share: float = 0.0, corruption_names: tuple[str, ...] = (),
+                 object_rotation: float = 0.0, object_point_drop: float = 0.0) -> None:
         self.paths, self.cfg, self.train = paths, cfg, train
+        self.object_rotation, self.object_point_drop = object_rotation, object_point_drop
         self.rng = np.random.default_rng(seed)
         self.corruption_share = corruption_share  # share of training samples corrupted (0: off)
         self.corruption_names = corruption_names
@@ -127,6 +130,9 @@ class SampleDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[FrameInputs, np.ndarray, np.ndarray, np.ndarray]:
         s = load_sample(self.paths[i])
         if self.train:
+            if self.object_rotation > 0 or self.object_point_drop > 0:
+                s.points, s.boxes = object_augment(s.points, s.boxes, self.rng, self.object_rotation,
+                                                   self.object_point_drop)
             s = augment(s, self.rng, self.cfg)
             if self.corruption_share > 0 and self.rng.random() < self.corruption_share:
                 from perception.detector.corruption_augment import corrupt_sample

@@ -11,11 +11,16 @@ from scipy.optimize import linear_sum_assignment
 
 from perception.detector.config import ModelConfig
 from perception.detector.model import NetOutput
+from perception.errors import ConfigError
 
 #: Largest centre distance (m) at which a query may be matched to a ground-truth box, per class.
 MATCH_GATE = {"Car": 2.5, "Pedestrian": 1.0, "Cyclist": 1.5}
-#: Weights of the L1 terms on x, y, z, log l, log w, log h, sin yaw, cos yaw.
-REG_WEIGHTS = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5)
+#: Weights of the L1 terms on x, y, z, log l, log w, log h (yaw: :func:`heading_loss`).
+REG_WEIGHTS = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+#: The yaw losses :func:`detection_loss` knows.
+YAW_LOSSES = ("flip_invariant", "sincos_l1")
+#: Weight of the flip-invariant orientation term of :func:`heading_loss`.
+ORIENTATION_WEIGHT = 1.0
 
 
 def gaussian_radius(length: float, width: float, min_overlap: float = 0.1) -> float:
@@ -67,6 +72,27 @@ def wrap_angle(a: torch.Tensor) -> torch.Tensor:
     return torch.remainder(a + math.pi, 2 * math.pi) - math.pi
 
 
+def wrap_half_turn(a: torch.Tensor) -> torch.Tensor:
+    """Wrap radians to [-pi/2, pi/2): the orientation error when front and back are not told apart."""
+    return torch.remainder(a + math.pi / 2, math.pi) - math.pi / 2
+
+
+def heading_loss(s: torch.Tensor, c: torch.Tensor, yaw: torch.Tensor) -> torch.Tensor:
+    """Per-box yaw loss on the raw (sin, cos) outputs.
+
+    An L1 loss on sin and cos lets a network unsure whether a car faces forwards or backwards answer sin = 0
+    (the median of the two headings' sines), so it learns the grid axis instead of the car's orientation. Here
+    the orientation is penalised modulo pi (on 2 * yaw, flip-invariant), the direction by a separate, lighter
+    term on cos(yaw_pred - yaw), and the vector's length is kept near 1.
+    """
+    norm2 = (s * s + c * c).clamp(min=1e-6)
+    sin2, cos2 = 2 * s * c / norm2, (c * c - s * s) / norm2
+    orient = (sin2 - torch.sin(2 * yaw)).abs() + (cos2 - torch.cos(2 * yaw)).abs()
+    cos_diff = (c * torch.cos(yaw) + s * torch.sin(yaw)) / norm2.sqrt()
+    direction = F.softplus(-4.0 * cos_diff) * 0.25
+    return ORIENTATION_WEIGHT * orient + direction + 0.1 * (norm2.sqrt() - 1.0).abs()
+
+
 def match(logits: torch.Tensor, boxes: torch.Tensor, gt_boxes: torch.Tensor, gt_labels: torch.Tensor,
           classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Hungarian matching of one sample's queries to its GT. Returns (query idx, gt idx) arrays."""
@@ -98,8 +124,12 @@ def box_targets(gt: torch.Tensor) -> torch.Tensor:
 
 
 def detection_loss(out: NetOutput, heatmaps: torch.Tensor, gt_boxes: list[torch.Tensor],
-                   gt_labels: list[torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """Total loss and its parts for a batch."""
+                   gt_labels: list[torch.Tensor], cfg: ModelConfig, yaw_loss: str = "flip_invariant"
+                   ) -> dict[str, torch.Tensor]:
+    """Total loss and its parts for a batch. ``yaw_loss``: ``flip_invariant`` (:func:`heading_loss`) or
+    ``sincos_l1`` (L1 on sin and cos, weight 0.5 each: how the first weights were trained)."""
+    if yaw_loss not in YAW_LOSSES:
+        raise ConfigError(f"unknown yaw loss {yaw_loss!r}; valid: {', '.join(YAW_LOSSES)}", "train.yaw_loss")
     losses = {"heatmap": heatmap_focal_loss(out.heatmap, heatmaps)}
     w = torch.tensor(REG_WEIGHTS)
     n_layers, bsz = out.logits.shape[:2]
@@ -114,10 +144,15 @@ def detection_loss(out: NetOutput, heatmaps: torch.Tensor, gt_boxes: list[torch.
                 target[qi_t, gt_labels[b][gi_t]] = 1.0
                 pred = boxes[qi_t]
                 tgt = box_targets(gt_boxes[b][gi_t])
-                reg_l = reg_l + ((pred - tgt).abs() * w).sum()
+                reg_l = reg_l + ((pred[:, :6] - tgt[:, :6]).abs() * w).sum()
                 yaw_pred = torch.atan2(pred[:, 6], pred[:, 7]).detach()
-                resid = torch.cat([(tgt[:, :6] - pred[:, :6].detach()),
-                                   wrap_angle(gt_boxes[b][gi_t, 6] - yaw_pred)[:, None]], dim=1)
+                if yaw_loss == "flip_invariant":
+                    reg_l = reg_l + heading_loss(pred[:, 6], pred[:, 7], gt_boxes[b][gi_t, 6]).sum()
+                    yaw_resid = wrap_half_turn(gt_boxes[b][gi_t, 6] - yaw_pred)
+                else:
+                    reg_l = reg_l + 0.5 * (pred[:, 6:8] - tgt[:, 6:8]).abs().sum()
+                    yaw_resid = wrap_angle(gt_boxes[b][gi_t, 6] - yaw_pred)
+                resid = torch.cat([(tgt[:, :6] - pred[:, :6].detach()), yaw_resid[:, None]], dim=1)
                 lv = logvar[qi_t]
                 nll_l = nll_l + (0.5 * (torch.exp(-lv) * resid ** 2 + lv)).sum()
                 n_match += len(qi)

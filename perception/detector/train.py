@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,11 +12,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from perception.detector.checkpoint import load_model
 from perception.detector.config import DetectorConfig
 from perception.detector.data import SampleDataset, build_cache
 from perception.detector.inputs import collate
 from perception.detector.loss import detection_loss
 from perception.detector.model import FusionNet
+from perception.detector.real_data import load_real_frames, write_real_samples
+from perception.errors import DataError
+from perception.frame import Frame
 from perception.rig import Rig
 
 log = logging.getLogger(__name__)
@@ -69,7 +74,7 @@ def train_step(net: FusionNet, opt: torch.optim.Optimizer, items, cfg: DetectorC
                rng: np.random.Generator) -> dict[str, torch.Tensor]:
     """One optimiser step on a batch of samples (augmented, loss, clipped gradients); returns the losses."""
     kwargs, heat, boxes, labels = _step_inputs(items, cfg, rng, train=True)
-    losses = detection_loss(net(**kwargs), heat, boxes, labels, cfg.model)
+    losses = detection_loss(net(**kwargs), heat, boxes, labels, cfg.model, cfg.train.yaw_loss)
     opt.zero_grad(set_to_none=True)
     losses["total"].backward()
     torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
@@ -85,7 +90,7 @@ def evaluate_loss(net: FusionNet, dataset: SampleDataset, cfg: DetectorConfig, m
     with torch.no_grad():
         for items in _batches(dataset, np.arange(len(dataset)), cfg.train.batch_size):
             kwargs, heat, boxes, labels = _step_inputs(items, cfg, rng, train=False)
-            total += float(detection_loss(net(**kwargs), heat, boxes, labels, cfg.model)["total"])
+            total += float(detection_loss(net(**kwargs), heat, boxes, labels, cfg.model, cfg.train.yaw_loss)["total"])
             n += 1
             if n >= max_batches:
                 break
@@ -93,8 +98,13 @@ def evaluate_loss(net: FusionNet, dataset: SampleDataset, cfg: DetectorConfig, m
     return total / max(n, 1)
 
 
-def train(cfg: DetectorConfig, out_dir: Path, rig: Rig | None = None) -> tuple[FusionNet, TrainState]:
-    """Train (or resume) the detector; checkpoints go to ``out_dir/checkpoints/last.pt``."""
+def train(cfg: DetectorConfig, out_dir: Path, rig: Rig | None = None,
+          real_frames: list[Frame] | None = None) -> tuple[FusionNet, TrainState]:
+    """Train (or resume) the detector; checkpoints go to ``out_dir/checkpoints/last.pt``.
+
+    With ``train.init_from`` the weights start from that model folder; with ``train.real_share > 0`` each batch
+    slot holds a labelled real frame with that probability (``real_frames``, default: ``train.real_data``).
+    """
     t = cfg.train
     torch.set_num_threads(t.num_threads)
     torch.manual_seed(t.seed)
@@ -108,13 +118,27 @@ def train(cfg: DetectorConfig, out_dir: Path, rig: Rig | None = None) -> tuple[F
 
         names = check_names(t.corruption_augment_names)
     train_ds = SampleDataset(train_paths, cfg.model, train=True, seed=t.seed, corruption_share=t.corruption_augment,
+                             object_rotation=t.object_rotation, object_point_drop=t.object_point_drop,
                              corruption_names=names)
     val_ds = SampleDataset(val_paths, cfg.model, train=False)
+    real_tmp = tempfile.TemporaryDirectory(prefix="real_samples_")
+    real_ds = None
+    if t.real_share > 0:
+        frames = real_frames if real_frames is not None else load_real_frames(t.real_data)
+        if not frames:
+            raise DataError("train.real_share > 0 but no labelled real frames", "train.real_data")
+        real_ds = SampleDataset(write_real_samples(frames, cfg.model, Path(real_tmp.name)), cfg.model, train=True,
+                                seed=t.seed + 1, object_rotation=t.object_rotation,
+                                object_point_drop=t.object_point_drop)
+        log.info("mixing %d labelled real frames into %.0f %% of the batch slots", len(frames), 100 * t.real_share)
 
     net = FusionNet(cfg.model)
+    if t.init_from:
+        net.load_state_dict(load_model(REPO / t.init_from)[0].state_dict())
+        log.info("weights initialised from %s", t.init_from)
     opt = torch.optim.AdamW(net.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     steps_per_epoch = len(train_ds) // t.batch_size
-    total_steps = steps_per_epoch * t.epochs
+    total_steps = t.max_steps or steps_per_epoch * t.epochs
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=t.lr, total_steps=total_steps, pct_start=0.1,
                                                 div_factor=10.0, final_div_factor=50.0)
     ckpt_path = out_dir / "checkpoints" / "last.pt"
@@ -129,13 +153,16 @@ def train(cfg: DetectorConfig, out_dir: Path, rig: Rig | None = None) -> tuple[F
         step, elapsed = ckpt["step"], ckpt["elapsed"]
         rng.bit_generator.state = ckpt["rng"]
         train_ds.rng.bit_generator.state = ckpt["data_rng"]
+        if real_ds is not None and "real_rng" in ckpt:
+            real_ds.rng.bit_generator.state = ckpt["real_rng"]
         log.info("resumed from %s at step %d (%.1f min trained)", ckpt_path, step, elapsed / 60)
 
     def save() -> None:
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                     "step": step, "elapsed": elapsed, "rng": rng.bit_generator.state,
-                    "data_rng": train_ds.rng.bit_generator.state}, tmp)
+                    "data_rng": train_ds.rng.bit_generator.state,
+                    "real_rng": None if real_ds is None else real_ds.rng.bit_generator.state}, tmp)
         tmp.replace(ckpt_path)
 
     net.train()
@@ -149,6 +176,9 @@ def train(cfg: DetectorConfig, out_dir: Path, rig: Rig | None = None) -> tuple[F
         order = np.random.default_rng(t.seed + epoch).permutation(len(train_ds))
         start = (step % steps_per_epoch) * t.batch_size
         for items in _batches(train_ds, order[start:], t.batch_size):
+            if real_ds is not None:
+                items = [real_ds[int(rng.integers(len(real_ds)))] if rng.random() < t.real_share else it
+                         for it in items]
             losses = train_step(net, opt, items, cfg, rng)
             sched.step()
             step += 1
@@ -168,6 +198,7 @@ def train(cfg: DetectorConfig, out_dir: Path, rig: Rig | None = None) -> tuple[F
                 break
     bar.close()
     save()
+    real_tmp.cleanup()
     val_loss = evaluate_loss(net, val_ds, cfg)
     net.eval()
     state = TrainState(step, step / max(steps_per_epoch, 1), elapsed, smooth or last_loss, val_loss)

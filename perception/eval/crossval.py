@@ -5,13 +5,17 @@ model that never saw it)."""
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from perception.detector.api import FusionDetector
 from perception.detector.checkpoint import load_model
+from perception.detector.config import DetectorConfig
 from perception.detector.finetune import finetune
+from perception.detector.model import FusionNet
+from perception.detector.train import train
 from perception.engines.torch_engine import TorchEngine
 from perception.errors import ConfigError, DataError
 from perception.eval.evaluate import (
@@ -40,9 +44,11 @@ def crossval(model_dir: Path, data: Path, folds: int = 4, seed: int = 0, steps: 
              report_dir: Path | None = None) -> dict[str, object]:
     """Cross-validate ``model_dir`` on the labelled KITTI folder ``data``; returns the metrics document.
 
-    Per fold the shipped weights are fine-tuned for ``steps`` steps (seed ``seed + fold``) on the other folds'
-    frames; ``steps = 0`` evaluates the shipped weights fold by fold (the no-fine-tuning baseline). The shipped
-    calibration is kept (it was fitted on simulated frames).
+    When the model's recipe trains on labelled real frames (``train.real_share > 0``), each fold re-runs that
+    recipe from its ``train.init_from`` weights with the other folds' frames as the real data, so no frame is
+    scored by weights that saw it (``steps``/``lr`` are then unused). Otherwise the shipped weights are
+    fine-tuned for ``steps`` steps (seed ``seed + fold``) on the other folds' frames; ``steps = 0`` evaluates
+    the shipped weights fold by fold. The shipped calibration is kept.
     """
     ds = KittiDataset(data)
     if not ds.has_labels:
@@ -50,11 +56,18 @@ def crossval(model_dir: Path, data: Path, folds: int = 4, seed: int = 0, steps: 
     frames: list[Frame] = list(ds)
     net, cfg, calibration = load_model(model_dir)
     parts = kfold(len(frames), folds, seed)
+    recipe = cfg.train.real_share > 0
+    if recipe and not cfg.train.init_from:
+        raise ConfigError("a recipe trained on real frames needs train.init_from to re-run it per fold",
+                          f"{model_dir}/config.yaml")
     records: list[FrameRecord] = []
     fold_of: dict[str, int] = {}
     for f, held in enumerate(parts):
         train_frames = [frames[i] for i in range(len(frames)) if i not in set(held.tolist())]
-        tuned = finetune(net, train_frames, cfg, steps, lr=lr, seed=seed + f, desc=f"fold {f + 1}/{folds}")
+        if recipe:
+            tuned = _retrain_fold(cfg, train_frames)
+        else:
+            tuned = finetune(net, train_frames, cfg, steps, lr=lr, seed=seed + f, desc=f"fold {f + 1}/{folds}")
         detector = FusionDetector(cfg.model, TorchEngine(tuned), calibration, model_id=f"{cfg.model.name}@fold{f}")
         records += run_detector(detector, (frames[i] for i in held), total=len(held), desc=f"fold {f + 1} detect")
         fold_of.update({frames[i].frame_id: f for i in held})
@@ -63,8 +76,11 @@ def crossval(model_dir: Path, data: Path, folds: int = 4, seed: int = 0, steps: 
     metrics: dict[str, object] = {
         "data": str(data), "model": str(model_dir), "frames": len(records), "difficulty": difficulty,
         "folds": {"k": folds, "seed": seed, "frames": [[frames[i].frame_id for i in p] for p in parts]},
-        "finetune": {"steps": steps, "lr": lr, "seeds": [seed + f for f in range(folds)],
-                     "batch_size": min(cfg.train.batch_size, max(len(frames) - len(p) for p in parts))},
+        "finetune": ({"recipe": f"train stage re-run per fold from {cfg.train.init_from}",
+                      "steps": cfg.train.max_steps, "real_share": cfg.train.real_share,
+                      "seeds": [cfg.train.seed] * folds} if recipe else
+                     {"steps": steps, "lr": lr, "seeds": [seed + f for f in range(folds)],
+                      "batch_size": min(cfg.train.batch_size, max(len(frames) - len(p) for p in parts))}),
         "calibration": "shipped (fitted on sim:calib), not refitted per fold",
         "ap_convention": "ap3d/apbev: KITTI devkit AP_R40 (get_thresholds); *_r40: exact AP|R40; "
                          "IoU Car 0.7, Pedestrian/Cyclist 0.5; out-of-fold detections pooled",
@@ -75,6 +91,14 @@ def crossval(model_dir: Path, data: Path, folds: int = 4, seed: int = 0, steps: 
     if report_dir is not None:
         _write_report(report_dir, frames, records, fold_of, metrics)
     return metrics
+
+
+def _retrain_fold(cfg: DetectorConfig, train_frames: list[Frame]) -> FusionNet:
+    """The model's own training stage (same seed, same simulated data), re-run with only ``train_frames`` as
+    labelled real data."""
+    with tempfile.TemporaryDirectory(prefix="crossval_fold_") as tmp:
+        net, _ = train(cfg, Path(tmp), real_frames=train_frames)
+    return net
 
 
 def _write_report(report_dir: Path, frames: list[Frame], records: list[FrameRecord], fold_of: dict[str, int],

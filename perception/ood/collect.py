@@ -58,6 +58,19 @@ class FeatureSet:
         return FeatureSet(self.features[m], self.logits[m], self.scores[m], self.frame_index[m], self.matched[m],
                           self.embeddings, list(self.frame_ids), None if self.geometry is None else self.geometry[m])
 
+    def concat(self, other: FeatureSet, repeat: int = 1) -> FeatureSet:
+        """This set followed by ``repeat`` copies of ``other`` (repeating a small set weights it in the fits)."""
+        sets = [self] + [other] * repeat
+        offsets = np.cumsum([0] + [s.num_frames for s in sets[:-1]])
+        geometry = None
+        if all(s.geometry is not None for s in sets):
+            geometry = np.concatenate([s.geometry for s in sets])  # type: ignore[misc]
+        return FeatureSet(np.concatenate([s.features for s in sets]), np.concatenate([s.logits for s in sets]),
+                          np.concatenate([s.scores for s in sets]),
+                          np.concatenate([s.frame_index + o for s, o in zip(sets, offsets)]),
+                          np.concatenate([s.matched for s in sets]), np.concatenate([s.embeddings for s in sets]),
+                          [i for s in sets for i in s.frame_ids], geometry)
+
     def save(self, path: Path) -> None:
         """Write as an .npz (atomic rename)."""
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from perception.detector.api import FusionDetector
 from perception.detector.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from perception.detector.config import DetectorConfig
 from perception.errors import DataError
-from perception.ood.collect import FeatureSet, collect_samples, load_detector
+from perception.ood.collect import FeatureSet, collect_frames, collect_samples, load_detector
 from perception.ood.gaussian import GaussianModel, fit_gaussian_model
 from perception.ood.metrics import threshold_at_tpr
 from perception.ood.monitor import LIDAR_FRAME_SCORES, OodMonitor, descriptor_dim
@@ -176,10 +176,28 @@ def split_features(detector: FusionDetector, cfg: DetectorConfig, split: str, n_
     return collect_samples(detector, chosen, desc=desc, camera=camera), f"cache:{best.name} ({len(chosen)} frames)"
 
 
+def real_features(detector: FusionDetector, folders: list[str], camera: bool) -> tuple[FeatureSet, FeatureSet]:
+    """Features of the clean real frames in ``folders`` (labels not needed), even frames for fitting and odd
+    ones for thresholds; ``camera=True`` keeps only frames that have an image, ``camera=False`` runs every frame
+    without its image."""
+    from perception.io import open_frames
+
+    frames = [f for folder in folders for f in open_frames(folder) if f.image is not None or not camera]
+    if len(frames) < 2:
+        raise DataError(f"need at least 2 real frames{' with a camera' if camera else ''}", ", ".join(folders))
+    fit = collect_frames(detector, frames[0::2], desc="ood real (fit)", camera=camera)
+    thresholds = collect_frames(detector, frames[1::2], desc="ood real (thresholds)", camera=camera)
+    return fit, thresholds
+
+
 def fit_model_dir(model_dir: str | Path, train_frames: int = 1000, val_frames: int = 400,
                   min_score: float = DEFAULT_MIN_SCORE, tpr: float = 0.95,
-                  detector: FusionDetector | None = None) -> OodStats:
-    """Run the model in ``model_dir`` over train/val data and fit its OOD statistics (not saved)."""
+                  detector: FusionDetector | None = None, real: list[str] | None = None,
+                  real_repeat: int = 10) -> OodStats:
+    """Run the model in ``model_dir`` over train/val data and fit its OOD statistics (not saved).
+
+    ``real`` folders of clean real frames join the in-distribution reference (frame-level models and
+    thresholds), each real frame counted ``real_repeat`` times against the many simulated ones."""
     model_dir = Path(model_dir)
     detector = detector or load_detector(model_dir)
     cfg = DetectorConfig.from_yaml(model_dir / CONFIG_FILE)
@@ -187,6 +205,13 @@ def fit_model_dir(model_dir: str | Path, train_frames: int = 1000, val_frames: i
     val, val_src = split_features(detector, cfg, "val", val_frames)
     no_camera = (split_features(detector, cfg, "train", train_frames, camera=False)[0],
                  split_features(detector, cfg, "val", val_frames, camera=False)[0])
+    if real:
+        real_fit, real_val = real_features(detector, real, camera=True)
+        train, val = train.concat(real_fit, real_repeat), val.concat(real_val, real_repeat)
+        nc_fit, nc_val = real_features(detector, real, camera=False)
+        no_camera = (no_camera[0].concat(nc_fit, real_repeat), no_camera[1].concat(nc_val, real_repeat))
+        train_src += f" + real {', '.join(real)} ({real_fit.num_frames} frames x {real_repeat})"
+        val_src += f" + real ({real_val.num_frames} frames x {real_repeat})"
     backend = detector.model_id.rpartition("@")[2] or "torch"
     meta = {"model": cfg.model.name, "weights_sha256": file_sha256(model_dir / WEIGHTS_FILE),
             "engine": engine_family(backend), "fitted_with_backend": backend,
