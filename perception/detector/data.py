@@ -130,9 +130,8 @@ class SampleDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[FrameInputs, np.ndarray, np.ndarray, np.ndarray]:
         s = load_sample(self.paths[i])
         if self.train:
-            if self.object_rotation > 0 or self.object_point_drop > 0:
-                s.points, s.boxes = object_augment(s.points, s.boxes, self.rng, self.object_rotation,
-                                                   self.object_point_drop)
+            s.points, s.boxes = object_augment(s.points, s.boxes, self.rng, self.object_rotation,
+                                               self.object_point_drop)
             s = augment(s, self.rng, self.cfg)
             if self.corruption_share > 0 and self.rng.random() < self.corruption_share:
                 from perception.detector.corruption_augment import corrupt_sample

@@ -26,7 +26,7 @@ def object_augment(points: np.ndarray, boxes: np.ndarray, rng: np.random.Generat
     if len(boxes) == 0 or (rotation <= 0 and point_drop <= 0):
         return points, boxes
     pts, boxes = points.copy(), boxes.copy()
-    grown = boxes.astype(np.float64).copy()
+    grown = boxes.astype(np.float64)
     grown[:, 3:6] += 2 * _MARGIN
     inside = points_in_boxes(pts, grown)
     keep = np.ones(len(pts), bool)

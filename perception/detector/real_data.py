@@ -3,6 +3,7 @@ exist there, so anything outside would teach the detector to ignore real cars)."
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from perception.detector.config import ModelConfig
@@ -19,7 +20,7 @@ def load_real_frames(folders: list[str]) -> list[Frame]:
 
     frames: list[Frame] = []
     for name in folders:
-        path = Path(name) if Path(name).is_absolute() else REPO / name
+        path = REPO / name  # an absolute name stays as it is
         ds = KittiDataset(path)
         if not ds.has_labels:
             raise DataError("real training data needs labels (label_2/)", str(path))
@@ -32,7 +33,7 @@ def fov_frame(frame: Frame) -> Frame:
     if frame.rig is None or frame.image is None:
         raise DataError("a labelled real training frame needs its camera and calibration", frame.frame_id)
     _, _, visible = frame.rig.project(frame.points[:, :3])
-    return Frame(frame.points[visible], frame.image, frame.rig, frame.stamp_ns, frame.boxes, frame.frame_id)
+    return replace(frame, points=frame.points[visible])
 
 
 def write_real_samples(frames: list[Frame], cfg: ModelConfig, root: Path) -> list[Path]:

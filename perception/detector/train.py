@@ -121,12 +121,12 @@ def train(cfg: DetectorConfig, out_dir: Path, rig: Rig | None = None,
                              object_rotation=t.object_rotation, object_point_drop=t.object_point_drop,
                              corruption_names=names)
     val_ds = SampleDataset(val_paths, cfg.model, train=False)
-    real_tmp = tempfile.TemporaryDirectory(prefix="real_samples_")
-    real_ds = None
+    real_tmp, real_ds = None, None
     if t.real_share > 0:
         frames = real_frames if real_frames is not None else load_real_frames(t.real_data)
         if not frames:
             raise DataError("train.real_share > 0 but no labelled real frames", "train.real_data")
+        real_tmp = tempfile.TemporaryDirectory(prefix="real_samples_")
         real_ds = SampleDataset(write_real_samples(frames, cfg.model, Path(real_tmp.name)), cfg.model, train=True,
                                 seed=t.seed + 1, object_rotation=t.object_rotation,
                                 object_point_drop=t.object_point_drop)
@@ -198,7 +198,8 @@ def train(cfg: DetectorConfig, out_dir: Path, rig: Rig | None = None,
                 break
     bar.close()
     save()
-    real_tmp.cleanup()
+    if real_tmp is not None:
+        real_tmp.cleanup()
     val_loss = evaluate_loss(net, val_ds, cfg)
     net.eval()
     state = TrainState(step, step / max(steps_per_epoch, 1), elapsed, smooth or last_loss, val_loss)

@@ -18,6 +18,7 @@ from perception.detector.api import FusionDetector
 from perception.detector.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from perception.detector.config import DetectorConfig
 from perception.errors import DataError
+from perception.frame import Frame
 from perception.ood.collect import FeatureSet, collect_frames, collect_samples, load_detector
 from perception.ood.gaussian import GaussianModel, fit_gaussian_model
 from perception.ood.metrics import threshold_at_tpr
@@ -176,15 +177,14 @@ def split_features(detector: FusionDetector, cfg: DetectorConfig, split: str, n_
     return collect_samples(detector, chosen, desc=desc, camera=camera), f"cache:{best.name} ({len(chosen)} frames)"
 
 
-def real_features(detector: FusionDetector, folders: list[str], camera: bool) -> tuple[FeatureSet, FeatureSet]:
-    """Features of the clean real frames in ``folders`` (labels not needed), even frames for fitting and odd
-    ones for thresholds; ``camera=True`` keeps only frames that have an image, ``camera=False`` runs every frame
-    without its image."""
-    from perception.io import open_frames
-
-    frames = [f for folder in folders for f in open_frames(folder) if f.image is not None or not camera]
+def real_features(detector: FusionDetector, frames: list[Frame], camera: bool, where: str
+                  ) -> tuple[FeatureSet, FeatureSet]:
+    """Features of clean real ``frames`` (read from ``where``; labels not needed), even frames for fitting and
+    odd ones for thresholds; ``camera=True`` keeps only frames that have an image, ``camera=False`` runs every
+    frame without its image."""
+    frames = [f for f in frames if f.image is not None or not camera]
     if len(frames) < 2:
-        raise DataError(f"need at least 2 real frames{' with a camera' if camera else ''}", ", ".join(folders))
+        raise DataError(f"need at least 2 real frames{' with a camera' if camera else ''}", where)
     fit = collect_frames(detector, frames[0::2], desc="ood real (fit)", camera=camera)
     thresholds = collect_frames(detector, frames[1::2], desc="ood real (thresholds)", camera=camera)
     return fit, thresholds
@@ -206,11 +206,15 @@ def fit_model_dir(model_dir: str | Path, train_frames: int = 1000, val_frames: i
     no_camera = (split_features(detector, cfg, "train", train_frames, camera=False)[0],
                  split_features(detector, cfg, "val", val_frames, camera=False)[0])
     if real:
-        real_fit, real_val = real_features(detector, real, camera=True)
+        from perception.io import open_frames
+
+        where = ", ".join(real)
+        frames = [f for folder in real for f in open_frames(folder)]
+        real_fit, real_val = real_features(detector, frames, camera=True, where=where)
         train, val = train.concat(real_fit, real_repeat), val.concat(real_val, real_repeat)
-        nc_fit, nc_val = real_features(detector, real, camera=False)
+        nc_fit, nc_val = real_features(detector, frames, camera=False, where=where)
         no_camera = (no_camera[0].concat(nc_fit, real_repeat), no_camera[1].concat(nc_val, real_repeat))
-        train_src += f" + real {', '.join(real)} ({real_fit.num_frames} frames x {real_repeat})"
+        train_src += f" + real {where} ({real_fit.num_frames} frames x {real_repeat})"
         val_src += f" + real ({real_val.num_frames} frames x {real_repeat})"
     backend = detector.model_id.rpartition("@")[2] or "torch"
     meta = {"model": cfg.model.name, "weights_sha256": file_sha256(model_dir / WEIGHTS_FILE),
