@@ -149,19 +149,25 @@ def test_augment_keeps_camera_geometry(cfg, rig):
 
     p = lidar_to_feature_matrix(rig, cfg.model)
     boxes = np.array([[20.0, 3.0, -1.0, 4.0, 1.7, 1.5, 0.2]], np.float32)
-    s = Sample(np.zeros((0, 4), np.float32), np.zeros((96, 320, 3), np.uint8), p, boxes, np.array([0]))
+    image = np.broadcast_to(np.arange(320, dtype=np.uint8)[None, :, None], (96, 320, 3)).copy()  # flip shows
+    s = Sample(np.zeros((0, 4), np.float32), image, p, boxes, np.array([0]))
 
     def proj(m: np.ndarray, xyz: np.ndarray) -> np.ndarray:
         h = m @ np.r_[xyz, 1.0]
         return h[:2] / h[2]
 
     before = proj(p, boxes[0, :3])
-    for seed in range(6):
-        a = augment(s, np.random.default_rng(seed), cfg.model)
+    heights = []
+    for seed in range(12):
+        a = augment(s, np.random.default_rng(seed), cfg.model, z_shift_std=0.0 if seed < 6 else 0.3)
         after = proj(a.lidar2img.astype(np.float64), a.boxes[0, :3].astype(np.float64))
-        flipped = not np.allclose(a.image, s.image) or np.sign(a.boxes[0, 1]) != np.sign(boxes[0, 1])
+        flipped = not np.array_equal(a.image, s.image)
         expect = np.array([cfg.model.image_size[1] / 8 - before[0], before[1]]) if flipped else before
         assert np.allclose(after, expect, atol=1e-3)
+        heights.append(float(a.boxes[0, 2]))
+    # without a vertical shift the box height only scales (+-5 %); with it, the scene moves up and down
+    assert np.allclose(heights[:6], -1.0, atol=0.06)
+    assert np.ptp(heights[6:]) > 0.2
 
 
 def test_circle_nms():

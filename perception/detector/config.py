@@ -107,6 +107,7 @@ class TrainConfig:
     corruption_augment_names: list[str] = field(default_factory=list)  # empty: every augmentable corruption
     object_rotation: float = 0.0  # per-object rotation with its points, U(-x, x) rad (detector.object_augment)
     object_point_drop: float = 0.0  # largest share of an object's points dropped (on half of the objects)
+    z_shift_std: float = 0.0  # std (m) of a vertical shift of the whole scene (detector.data.augment)
     yaw_loss: str = "sincos_l1"  # or flip_invariant (detector.loss.detection_loss)
     init_from: str = ""  # model folder (relative to the repo) whose weights training starts from
     real_data: list[str] = field(default_factory=list)  # labelled real KITTI folders mixed into training
@@ -142,6 +143,8 @@ class DetectorConfig:
         model.validate(where)
         if not 0.0 <= train.corruption_augment <= 1.0:
             raise ConfigError(f"must be in [0, 1], got {train.corruption_augment}", f"{where}:train.corruption_augment")
+        if not 0.0 <= train.z_shift_std <= 1.0:
+            raise ConfigError(f"must be in [0, 1] m, got {train.z_shift_std}", f"{where}:train.z_shift_std")
         if train.corruption_augment_names:
             from perception.detector.corruption_augment import check_names
 

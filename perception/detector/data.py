@@ -82,8 +82,10 @@ def build_cache(root: Path, rig: Rig, split: str, n_frames: int, seed: int, cfg:
     return paths
 
 
-def augment(s: Sample, rng: np.random.Generator, cfg: ModelConfig) -> Sample:
-    """Random flip about the x axis (image mirrored too), rotation about z and scaling.
+def augment(s: Sample, rng: np.random.Generator, cfg: ModelConfig, z_shift_std: float = 0.0) -> Sample:
+    """Random flip about the x axis (image mirrored too), rotation about z, scaling and, with ``z_shift_std``
+    > 0, a vertical shift of the whole scene ~ N(0, z_shift_std) m (simulated ground is flat at one height, real
+    ground is not: without it the network learns a constant box height instead of reading it from the points).
 
     The camera stays consistent because ``lidar2img`` absorbs the inverse of the LiDAR transform.
     """
@@ -106,6 +108,11 @@ def augment(s: Sample, rng: np.random.Generator, cfg: ModelConfig) -> Sample:
     boxes[:, 6] = (boxes[:, 6] + theta + math.pi) % (2 * math.pi) - math.pi
     a = np.eye(4)
     a[:3, :3] = rot
+    if z_shift_std > 0:
+        dz = rng.normal(0.0, z_shift_std)
+        pts[:, 2] += dz
+        boxes[:, 2] += dz
+        a[2, 3] = dz
     p = p @ np.linalg.inv(a)
     r = cfg.point_range
     inside = (boxes[:, 0] >= r[0]) & (boxes[:, 0] < r[3]) & (boxes[:, 1] >= r[1]) & (boxes[:, 1] < r[4])
@@ -117,9 +124,10 @@ class SampleDataset(torch.utils.data.Dataset):
 
     def __init__(self, paths: list[Path], cfg: ModelConfig, train: bool, seed: int = 0,
                  corruption_share: float = 0.0, corruption_names: tuple[str, ...] = (),
-                 object_rotation: float = 0.0, object_point_drop: float = 0.0) -> None:
+                 object_rotation: float = 0.0, object_point_drop: float = 0.0, z_shift_std: float = 0.0) -> None:
         self.paths, self.cfg, self.train = paths, cfg, train
         self.object_rotation, self.object_point_drop = object_rotation, object_point_drop
+        self.z_shift_std = z_shift_std
         self.rng = np.random.default_rng(seed)
         self.corruption_share = corruption_share  # share of training samples corrupted (0: off)
         self.corruption_names = corruption_names
@@ -132,7 +140,7 @@ class SampleDataset(torch.utils.data.Dataset):
         if self.train:
             s.points, s.boxes = object_augment(s.points, s.boxes, self.rng, self.object_rotation,
                                                self.object_point_drop)
-            s = augment(s, self.rng, self.cfg)
+            s = augment(s, self.rng, self.cfg, self.z_shift_std)
             if self.corruption_share > 0 and self.rng.random() < self.corruption_share:
                 from perception.detector.corruption_augment import corrupt_sample
 

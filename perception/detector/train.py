@@ -119,7 +119,7 @@ def train(cfg: DetectorConfig, out_dir: Path, rig: Rig | None = None,
         names = check_names(t.corruption_augment_names)
     train_ds = SampleDataset(train_paths, cfg.model, train=True, seed=t.seed, corruption_share=t.corruption_augment,
                              object_rotation=t.object_rotation, object_point_drop=t.object_point_drop,
-                             corruption_names=names)
+                             corruption_names=names, z_shift_std=t.z_shift_std)
     val_ds = SampleDataset(val_paths, cfg.model, train=False)
     real_tmp, real_ds = None, None
     if t.real_share > 0:
@@ -129,7 +129,7 @@ def train(cfg: DetectorConfig, out_dir: Path, rig: Rig | None = None,
         real_tmp = tempfile.TemporaryDirectory(prefix="real_samples_")
         real_ds = SampleDataset(write_real_samples(frames, cfg.model, Path(real_tmp.name)), cfg.model, train=True,
                                 seed=t.seed + 1, object_rotation=t.object_rotation,
-                                object_point_drop=t.object_point_drop)
+                                object_point_drop=t.object_point_drop, z_shift_std=t.z_shift_std)
         log.info("mixing %d labelled real frames into %.0f %% of the batch slots", len(frames), 100 * t.real_share)
 
     net = FusionNet(cfg.model)
