@@ -249,3 +249,18 @@ def test_model_config_roundtrip(tmp_path, cfg):
     again = DetectorConfig.from_yaml(tmp_path / "c.yaml")
     assert again.to_dict() == cfg.to_dict()
     assert isinstance(again.model, ModelConfig)
+
+
+def test_model_card_states_the_stage_two_recipe(tmp_path):
+    """A stage-2 card says where it started from and what robustness training it had; a stage-1 card does not."""
+    from perception.detector.model_card import write_model_card
+
+    metrics = {"ap3d": {"Car": 80.0}, "apbev": {"Car": 85.0}, "data": "sim:test", "frames": 3}
+    state = {"steps": 10, "epochs_done": 0.1, "wall_seconds": 60.0}
+    stage2 = DetectorConfig.from_yaml(REPO / "models" / "fusion_default.yaml")
+    text = write_model_card(tmp_path, stage2, state, metrics, {}).read_text()
+    assert "Stage 2: starts from the weights of `models/fusion_sim`" in text
+    assert "50% of the samples under one random corruption" in text
+    stage1 = DetectorConfig.from_yaml(REPO / "models" / "fusion_sim.yaml")
+    text = write_model_card(tmp_path, stage1, state, metrics, {}).read_text()
+    assert "Stage 2" not in text and "corruption" not in text and "Simulated drives only" in text
