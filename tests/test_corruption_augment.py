@@ -1,4 +1,4 @@
-"""Corruption augmentation as a training option: off in the shipped recipe, validated, and applied to real samples."""
+"""Corruption augmentation as a training option: on in the stage-2 recipe only, validated, applied to real samples."""
 
 from __future__ import annotations
 
@@ -16,10 +16,14 @@ from perception.robustness import AUGMENTABLE
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_off_in_the_shipped_recipe_and_validated():
+def test_on_in_the_shipped_stage_two_recipe_only_and_validated():
     for path in (REPO / "models" / "fusion_default.yaml", REPO / "models" / "fusion_default" / "config.yaml"):
-        cfg = DetectorConfig.from_yaml(path)
-        assert cfg.train.corruption_augment == 0.0 and cfg.train.corruption_augment_names == []
+        cfg = DetectorConfig.from_yaml(path)  # stage 2: corruption augmentation from the stage-1 weights
+        assert cfg.train.corruption_augment == 0.5 and cfg.train.corruption_augment_names == []
+        assert cfg.train.init_from == "models/fusion_sim"
+    for path in (REPO / "models" / "fusion_sim.yaml", REPO / "models" / "fusion_sim" / "config.yaml"):
+        assert DetectorConfig.from_yaml(path).train.corruption_augment == 0.0  # stage 1: clean frames only
+    assert DetectorConfig().train.corruption_augment == 0.0  # off by default
     doc = DetectorConfig().to_dict()
     doc["train"]["corruption_augment"] = 1.5
     with pytest.raises(ConfigError, match="corruption_augment"):
