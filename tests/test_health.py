@@ -100,6 +100,20 @@ def test_rate_estimator_window_and_time_jump():
     assert r.rate(5.2) == pytest.approx(5.0)
 
 
+def test_rate_unknown_after_one_message_is_not_an_error_but_a_silent_window_is():
+    r = RateEstimator(window_s=2.0)
+    r.add(0.0)
+    assert np.isnan(r.rate(0.0))
+    mon = HealthMonitor()
+    mon.observe("lidar", 0.01, 0.0, {"point_count": 100000.0, "nan_share": 0.0})
+    rate = [c for c in mon.checks(0.02) if c.sensor == "lidar" and c.metric == "rate_hz"]
+    assert len(rate) == 1 and rate[0].level == Level.OK and "not known yet" in rate[0].message
+    mon.observe("lidar", 0.51, 0.5, {"point_count": 100000.0, "nan_share": 0.0})
+    mon.observe("lidar", 3.01, 3.0, {"point_count": 100000.0, "nan_share": 0.0})  # 2.5 s gap > the window
+    rate = [c for c in mon.checks(3.02) if c.sensor == "lidar" and c.metric == "rate_hz"]
+    assert rate[0].value == 0.0 and rate[0].level == Level.ERROR
+
+
 def _feed(monitor: HealthMonitor, seconds: float, hz: float, camera: bool = True, latency: float = 0.01,
           skew: float = 0.0, points: float = 100000.0) -> float:
     t = 0.0

@@ -169,19 +169,23 @@ class RateEstimator:
     def __init__(self, window_s: float = 2.0, max_samples: int = 1000) -> None:
         self.window_s = window_s
         self._times: deque[float] = deque(maxlen=max_samples)
+        self._seen = 0  # arrivals since the start or the last restart
 
     def add(self, t: float) -> None:
         """Record one arrival at time ``t`` (a clock that jumped back restarts the window)."""
         if self._times and t < self._times[-1]:
             self._times.clear()
+            self._seen = 0
         self._times.append(t)
+        self._seen += 1
 
     def rate(self, now: float) -> float:
-        """Arrivals per second within the window ending at ``now``; 0 with fewer than two in the window."""
+        """Arrivals per second within the window ending at ``now``; 0 with fewer than two in the window, NaN
+        (not known yet) while fewer than two have arrived since the start or a restart."""
         while self._times and self._times[0] < now - self.window_s:
             self._times.popleft()
         if len(self._times) < 2:
-            return 0.0
+            return 0.0 if self._seen >= 2 else float("nan")
         span = max(self._times[-1] - self._times[0], 1e-9)
         return (len(self._times) - 1) / span
 
@@ -255,6 +259,9 @@ class HealthMonitor:
                 continue
             rate = stream.rate.rate(stream.last_stamp)
             values = {"rate_hz": rate, "latency_s": stream.latency, **stream.metrics}
+            if math.isnan(rate):  # one message so far (start-up, a looping bag's restart): no rate to grade
+                out.append(Check(sensor, "rate_hz", rate, Level.OK, "rate_hz not known yet (one message so far)"))
+                del values["rate_hz"]
             for metric, limit in limits.items():
                 if metric in values:
                     out.append(self._grade(sensor, metric, values[metric], limit))
