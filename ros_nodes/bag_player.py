@@ -22,7 +22,7 @@ from std_msgs.msg import String
 from perception.errors import DataError
 from ros_nodes.convert import ns_to_stamp
 from ros_nodes.params import declare
-from ros_nodes.paths import resolve
+from ros_nodes.paths import graph_id, resolve
 from ros_nodes.qos import latched_qos, output_qos
 from ros_nodes.runtime import READY_TOPIC, run_node
 
@@ -67,6 +67,8 @@ class BagPlayerNode(Node):
         if declare(self, "wait_for_recorder", False, f"Also wait for {RECORDER_NODE} (replay with recording)"):
             self.wait_nodes.add(RECORDER_NODE)
         self.node_state: dict[str, list[str]] = {}  # node -> its subscriptions not yet matched
+        self.graph_id = graph_id()  # count only the announcements of our own graph
+        self._foreign: set[str] = set()  # nodes of other graphs already reported
         self._ready_lock = threading.Lock()
         if self.wait_nodes:
             # Deep enough to keep every node's latched announcement until the executor takes it.
@@ -126,9 +128,15 @@ class BagPlayerNode(Node):
     def _on_ready(self, msg: String) -> None:
         try:
             doc = json.loads(msg.data)
-            name, unmatched = str(doc["node"]), list(doc["unmatched"])
+            name, unmatched, graph = str(doc["node"]), list(doc["unmatched"]), str(doc.get("graph", ""))
         except (ValueError, KeyError, TypeError):
             self.get_logger().warning(f"ignoring a malformed {READY_TOPIC} message: {msg.data[:200]!r}")
+            return
+        if graph != self.graph_id:
+            if name not in self._foreign:
+                self._foreign.add(name)
+                self.get_logger().warning(f"ignoring {name} on {READY_TOPIC}: it belongs to graph {graph!r}, this "
+                                          f"player to {self.graph_id!r} (another graph runs on this ROS domain)")
             return
         with self._ready_lock:
             self.node_state[name] = unmatched

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -29,7 +30,7 @@ from typing import Any, TextIO
 import yaml
 
 from perception.errors import ConfigError
-from ros_nodes.paths import PACKAGE, dds_env, share_dir
+from ros_nodes.paths import GRAPH_ID_ENV, PACKAGE, dds_env, share_dir
 
 _SUBST = re.compile(r"\$\(([^()$]*)\)")  # innermost $( ... )
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off", ""}
@@ -284,6 +285,8 @@ class LaunchRunner:
         self.env = dds_env(env)
         self.env["PYTHONUNBUFFERED"] = "1"
         self.env.setdefault("RCUTILS_COLORIZED_OUTPUT", "0")
+        # One graph id per launch (kept when the caller set one): the player counts only its own graph's nodes.
+        self.env[GRAPH_ID_ENV] = self.env.get(GRAPH_ID_ENV) or uuid.uuid4().hex[:12]
         self.procs: dict[str, subprocess.Popen] = {}
         self._lock = threading.Lock()
         self._readers: list[threading.Thread] = []

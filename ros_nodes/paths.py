@@ -41,6 +41,17 @@ def resolve(path: str | os.PathLike[str]) -> Path:
 DDS_KEYS = ("ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE")
 
 
+#: Environment variable naming the graph a node belongs to (set by the launch runner, one id per launch):
+#: the bag player counts only ready announcements of its own graph, so a second graph on the same ROS domain
+#: cannot make it start early. Unset (e.g. under ``ros2 launch``): the empty id, which matches only itself.
+GRAPH_ID_ENV = "PERCEPTION_GRAPH_ID"
+
+
+def graph_id() -> str:
+    """This process's graph id (:data:`GRAPH_ID_ENV`, empty when unset)."""
+    return os.environ.get(GRAPH_ID_ENV, "")
+
+
 def dds_env(env: dict[str, str] | None = None) -> dict[str, str]:
     """``env`` (default: os.environ) plus the settings that keep DDS on this machine."""
     out = dict(os.environ if env is None else env)

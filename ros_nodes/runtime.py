@@ -38,6 +38,7 @@ from std_msgs.msg import String
 
 from perception.errors import PerceptionError
 from ros_nodes.params import declare
+from ros_nodes.paths import graph_id
 from ros_nodes.qos import latched_qos
 
 log = logging.getLogger(__name__)
@@ -181,8 +182,9 @@ class ShutdownWatchdog:
 
 
 class ReadyAnnouncer:
-    """Says on :data:`READY_TOPIC` (latched std_msgs/String JSON ``{"node", "unmatched"}``) that the node is
-    built, and which of its subscriptions are not yet matched to publishers the graph already lists.
+    """Says on :data:`READY_TOPIC` (latched std_msgs/String JSON ``{"node", "graph", "unmatched"}``) that the node
+    is built, which graph it belongs to (:func:`graph_id`), and which of its subscriptions are not yet matched to
+    publishers the graph already lists.
 
     Re-published whenever that list changes (checked every 0.25 s, wall clock): DDS matching can lag graph
     discovery by seconds on a busy machine, and what is published before the match is lost to the subscriber.
@@ -213,7 +215,7 @@ class ReadyAnnouncer:
         if state != self._last:
             self._last = state
             self._pub.publish(String(data=json.dumps({"node": self.node.get_fully_qualified_name(),
-                                                      "unmatched": state})))
+                                                      "graph": graph_id(), "unmatched": state})))
 
 
 def run_node(name: str, factory: Callable[[], Node], args: list[str] | None = None,
