@@ -73,3 +73,22 @@ def test_evaluate_real_frames_reports_everything(kitti_root, detector, tmp_path)
     html = (report / "index.html").read_text()
     assert "3D AP devkit" in html and all(name in html for name in pngs)
     json.dumps(m)  # the --json document
+
+
+def test_unlabelled_real_frames_are_not_scored_as_frames_without_objects(detector, tmp_path):
+    """A real drive without labels has no ground truth: no AP, D-ECE or false positives (every detection would
+    count as one), only detections and latency."""
+    from perception.commands.eval import format_metrics
+    from perception.eval.evaluate import NO_GROUND_TRUTH
+
+    raw = Path(__file__).resolve().parents[2] / "shared" / "data" / "kitti_raw_0926_traffic"
+    if not raw.is_dir():
+        pytest.skip(f"real unlabelled drive not available at {raw}")
+    cfg = DetectorConfig.from_yaml(MODEL / CONFIG_FILE)
+    m = evaluate(detector, str(raw), cfg, limit=2, lidar_only=True, report_dir=tmp_path / "report", pictures=1)
+    assert m["frames"] == 2 and m["labelled_frames"] == 0 and m["ground_truth"] == NO_GROUND_TRUTH
+    for key in ("ap3d", "dece_before", "fp_per_frame_p50", "ap3d_lidar_only", "lidar_only_car_retention"):
+        assert key not in m, key
+    assert m["latency_ms"]["total"]["p50"] > 0
+    assert "ground truth     none" in format_metrics(m)
+    assert (tmp_path / "report" / "index.html").is_file()

@@ -37,6 +37,10 @@ def _fmt(v: float | None) -> str:
 def format_metrics(m: dict) -> str:
     """Human-readable summary."""
     lines = [f"{m['model']} on {m['data']}: {m['frames']} frames (difficulty {m['difficulty']})"]
+    if "ground_truth" in m:
+        lines.append(f"  ground truth     {m['ground_truth']}")
+    elif m.get("labelled_frames", m["frames"]) < m["frames"]:
+        lines.append(f"  ground truth     {m['labelled_frames']} of {m['frames']} frames labelled (scored on those)")
     if "num_gt" in m:
         lines.append("  objects          " + "  ".join(f"{c} {n}" for c, n in m["num_gt"].items()))
     for key in ("ap3d", "ap3d_r40", "apbev", "apbev_r40", "ap3d_lidar_only", "ap3d_r40_lidar_only"):

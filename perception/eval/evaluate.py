@@ -46,6 +46,7 @@ class FrameRecord:
     detections: list[Detection]
     timings_ms: dict[str, float] = field(default_factory=dict)
     degraded: list[str] = field(default_factory=list)
+    labelled: bool = True  # False: the source has no ground truth for it (not: a frame with no objects)
 
 
 def sim_split_dir(cfg: DetectorConfig, split: str, n_frames: int | None = None) -> Path:
@@ -102,6 +103,10 @@ def attach_image_boxes(detections: list[Detection], rig: Rig | None) -> None:
         d.box.bbox2d = NO_IMAGE_BOX.copy() if bbox is None else bbox
 
 
+#: What evaluation says of a source without any labelled frame.
+NO_GROUND_TRUTH = "none: AP, calibration and false positives need labelled frames (detections and latency only)"
+
+
 def run_detector(detector: FusionDetector, frames: Iterable[Frame], total: int | None = None,
                  drop_camera: bool = False, desc: str = "detect") -> list[FrameRecord]:
     """Run the detector over frames, keeping GT, detections and timings (attention dropped to save memory)."""
@@ -113,7 +118,8 @@ def run_detector(detector: FusionDetector, frames: Iterable[Frame], total: int |
         for d in result.detections:
             d.attention = {}
         attach_image_boxes(result.detections, frame.rig)
-        records.append(FrameRecord(frame.frame_id, frame.boxes, result.detections, result.timings_ms, result.degraded))
+        records.append(FrameRecord(frame.frame_id, frame.boxes, result.detections, result.timings_ms, result.degraded,
+                                   labelled=bool(frame.meta.get("has_labels", True))))
     return records
 
 
@@ -288,24 +294,31 @@ def evaluate(detector: FusionDetector, data: str, cfg: DetectorConfig, limit: in
     records = run_detector(detector, keep_some(frames), total, desc=f"eval {data}")
     if not records:
         raise DataError("no frames to evaluate", data)
-    difficulty = difficulty_for(records)
+    # Unlabelled frames have no ground truth, not zero objects: accuracy and calibration use the labelled ones.
+    scored = [r for r in records if r.labelled]
+    difficulty = difficulty_for(scored)
     metrics: dict[str, object] = {
-        "data": data, "model": detector.model_id, "frames": len(records), "difficulty": difficulty,
-        "ap_convention": "ap3d/apbev: KITTI devkit AP_R40 (OpenPCDet kitti_object_eval_python, get_thresholds); "
-                         "*_r40: exact AP|R40; IoU Car 0.7, Pedestrian/Cyclist 0.5",
+        "data": data, "model": detector.model_id, "frames": len(records), "labelled_frames": len(scored),
+        "difficulty": difficulty,
     }
-    metrics.update(ap_summary(records, classes, difficulty))
-    metrics.update(calibration_stats(records))
-    metrics["fp_per_frame_p50"] = false_positives_per_frame(records, classes)
+    if scored:
+        metrics["ap_convention"] = ("ap3d/apbev: KITTI devkit AP_R40 (OpenPCDet kitti_object_eval_python, "
+                                    "get_thresholds); *_r40: exact AP|R40; IoU Car 0.7, Pedestrian/Cyclist 0.5")
+        metrics.update(ap_summary(scored, classes, difficulty))
+        metrics.update(calibration_stats(scored))
+        metrics["fp_per_frame_p50"] = false_positives_per_frame(scored, classes)
+    else:
+        metrics["ground_truth"] = NO_GROUND_TRUTH
     metrics["latency_ms"] = latency_stats(records)
     if stage_latency and kept and hasattr(detector.engine, "net"):
         inp = prepare_frame(kept[0], detector.cfg)
         if len(inp.pillars.coords):
             metrics["latency_ms"]["torch_stages"] = {
                 k: round(v, 2) for k, v in torch_stage_latency(detector.engine.net, engine_inputs(inp)).items()}
-    if lidar_only:
+    if lidar_only and scored:
         frames2, total2 = open_source(data, cfg, limit)
-        rec2 = run_detector(detector, frames2, total2, drop_camera=True, desc="eval lidar-only")
+        rec2 = [r for r in run_detector(detector, frames2, total2, drop_camera=True, desc="eval lidar-only")
+                if r.labelled]
         metrics.update(ap_summary(rec2, classes, difficulty, suffix="_lidar_only"))
         car, car_lo = metrics["ap3d"].get("Car"), metrics["ap3d_lidar_only"].get("Car")  # type: ignore[union-attr]
         metrics["lidar_only_car_retention"] = round(car_lo / car, 4) if car and car_lo is not None else None
@@ -317,11 +330,11 @@ def evaluate(detector: FusionDetector, data: str, cfg: DetectorConfig, limit: in
             name = f"frame_{f.frame_id.replace('/', '_')}.png"
             plot_frame(f, by_id[f.frame_id].detections, report_dir / name, title=f"{data} {f.frame_id}")
             images.append(name)
-        dets = [d for r in records for d in r.detections]
+        dets = [d for r in scored for d in r.detections]
         if dets:
             ok = np.concatenate([match_correct(r.gt, [d.box for d in r.detections],
                                                np.array([d.score for d in r.detections]))[0]
-                                 for r in records if r.detections])
+                                 for r in scored if r.detections])
             plot_reliability(np.array([d.score for d in dets]), np.array([d.probability for d in dets]), ok,
                              report_dir / "reliability.png")
             images.append("reliability.png")
