@@ -15,7 +15,8 @@ from pathlib import Path
 from PIL import Image
 
 from perception.detector.api import FusionDetector
-from perception.detector.checkpoint import load_model
+from perception.detector.checkpoint import CONFIG_FILE
+from perception.detector.config import DetectorConfig
 from perception.eval.evaluate import open_source
 from perception.trust.explain import render_bev, render_image
 
@@ -30,7 +31,7 @@ def main() -> None:
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     det = FusionDetector.load(args.model, backend="torch")
-    cfg = load_model(args.model)[1]
+    cfg = DetectorConfig.from_yaml(Path(args.model) / CONFIG_FILE)  # the data sources' config; weights loaded once
     kitti = next(f for f in open_source(args.kitti, cfg, None)[0] if f.frame_id.endswith("000006"))
     sim = next(iter(open_source("sim:test", cfg, 1)[0]))
     lidar_only = dataclasses.replace(kitti, image=None)

@@ -107,6 +107,11 @@ def attach_image_boxes(detections: list[Detection], rig: Rig | None) -> None:
 NO_GROUND_TRUTH = "none: AP, calibration and false positives need labelled frames (detections and latency only)"
 
 
+def is_labelled(frame: Frame) -> bool:
+    """Whether the source has ground truth for ``frame`` (an unlabelled frame is not a frame without objects)."""
+    return bool(frame.meta.get("has_labels", True))
+
+
 def run_detector(detector: FusionDetector, frames: Iterable[Frame], total: int | None = None,
                  drop_camera: bool = False, desc: str = "detect") -> list[FrameRecord]:
     """Run the detector over frames, keeping GT, detections and timings (attention dropped to save memory)."""
@@ -119,7 +124,7 @@ def run_detector(detector: FusionDetector, frames: Iterable[Frame], total: int |
             d.attention = {}
         attach_image_boxes(result.detections, frame.rig)
         records.append(FrameRecord(frame.frame_id, frame.boxes, result.detections, result.timings_ms, result.degraded,
-                                   labelled=bool(frame.meta.get("has_labels", True))))
+                                   labelled=is_labelled(frame)))
     return records
 
 
@@ -317,8 +322,8 @@ def evaluate(detector: FusionDetector, data: str, cfg: DetectorConfig, limit: in
                 k: round(v, 2) for k, v in torch_stage_latency(detector.engine.net, engine_inputs(inp)).items()}
     if lidar_only and scored:
         frames2, total2 = open_source(data, cfg, limit)
-        rec2 = [r for r in run_detector(detector, frames2, total2, drop_camera=True, desc="eval lidar-only")
-                if r.labelled]
+        rec2 = run_detector(detector, (f for f in frames2 if is_labelled(f)), total2, drop_camera=True,
+                            desc="eval lidar-only")
         metrics.update(ap_summary(rec2, classes, difficulty, suffix="_lidar_only"))
         car, car_lo = metrics["ap3d"].get("Car"), metrics["ap3d_lidar_only"].get("Car")  # type: ignore[union-attr]
         metrics["lidar_only_car_retention"] = round(car_lo / car, 4) if car and car_lo is not None else None

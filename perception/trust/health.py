@@ -259,10 +259,11 @@ class HealthMonitor:
                 out.append(Check(sensor, "rate_hz", 0.0, Level.STALE, age))
                 continue
             rate = stream.rate.rate(stream.last_stamp)
-            values = {"rate_hz": rate, "latency_s": stream.latency, **stream.metrics}
+            values = {"latency_s": stream.latency, **stream.metrics}
             if math.isnan(rate):  # one message so far (start-up, a looping bag's restart): no rate to grade
                 out.append(Check(sensor, "rate_hz", rate, Level.OK, "rate_hz not known yet (one message so far)"))
-                del values["rate_hz"]
+            else:
+                values["rate_hz"] = rate
             for metric, limit in limits.items():
                 if metric in values:
                     out.append(self._grade(sensor, metric, values[metric], limit))
