@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 
 from perception.detector.config import DetectorConfig
+from perception.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--out", type=Path, default=None, help="output folder (default models/<model name>)")
     p.add_argument("--time-limit", type=float, default=None, help="override train.time_limit_minutes")
     p.add_argument("--skip-eval", action="store_true", help="stop after training and calibration")
+    p.add_argument("--calibrate-only", action="store_true",
+                   help="keep the trained weights in the output folder: only re-fit the calibration, evaluate and "
+                        "rewrite the model card (after a change to post-processing)")
     p.set_defaults(func=run)
     return p
 
@@ -31,7 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Train → save → calibrate → evaluate → model card → manifest."""
     from perception.detector.api import FusionDetector
-    from perception.detector.checkpoint import CALIBRATION_FILE, save_model, write_manifest
+    from perception.detector.checkpoint import CALIBRATION_FILE, load_model, save_model, write_manifest
     from perception.detector.model_card import write_model_card
     from perception.detector.train import train
     from perception.engines.torch_engine import TorchEngine
@@ -42,9 +46,16 @@ def run(args: argparse.Namespace) -> int:
     if args.time_limit is not None:
         cfg.train.time_limit_minutes = args.time_limit
     out = args.out or Path("models") / cfg.model.name
-    net, state = train(cfg, out)
-    save_model(net, cfg, out)
-    (out / "train_state.json").write_text(json.dumps(dataclasses.asdict(state), indent=2) + "\n")
+    if args.calibrate_only:
+        net, saved, _ = load_model(out)
+        if saved.model != cfg.model:
+            raise ConfigError(f"the model in {out} was trained from another model section", str(args.config))
+        state = json.loads((out / "train_state.json").read_text())
+    else:
+        net, trained = train(cfg, out)
+        save_model(net, cfg, out)
+        state = dataclasses.asdict(trained)
+        (out / "train_state.json").write_text(json.dumps(state, indent=2) + "\n")
 
     detector = FusionDetector(cfg.model, TorchEngine(net), Calibration(), model_id=f"{cfg.model.name}@torch")
     frames, total = open_source("sim:calib", cfg)
@@ -58,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     metrics = evaluate(detector, "sim:test", cfg, report_dir=out / "report", pictures=2)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    write_model_card(out, cfg, dataclasses.asdict(state), metrics, dataclasses.asdict(calibration))
+    write_model_card(out, cfg, state, metrics, dataclasses.asdict(calibration))
     write_manifest(out)
     from perception.commands.eval import format_metrics
 

@@ -16,6 +16,7 @@ from perception.detector.checkpoint import load_model
 from perception.detector.config import ModelConfig
 from perception.detector.inputs import FrameInputs, prepare_frame
 from perception.detector.postprocess import PostProcessConfig, attention_maps, decode
+from perception.detector.refine import PillarIndex, refine_detections
 from perception.detector.result import DetectionResult
 from perception.engines.base import Engine
 from perception.engines.torch_engine import TorchEngine
@@ -95,7 +96,9 @@ class FusionDetector:
         if not inputs.camera_valid:  # LiDAR-only: every bit of evidence is LiDAR, whatever the masked softmax left
             for d in dets:
                 d.modality_share = {"lidar": 1.0, "camera": 0.0}
-        add_geometry(dets, frame.points)
+        add_geometry(dets, frame.points)  # before refining: the OOD statistics describe the network's boxes
+        if self.postprocess.refine_boxes:
+            refine_detections(dets, PillarIndex(p, self.cfg))
         bev_map, img_map = attention_maps(dets, self.cfg)
         t3 = time.perf_counter()
         return DetectionResult(

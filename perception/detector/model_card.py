@@ -34,6 +34,10 @@ def _recipe(t: TrainConfig) -> str:
     return ("\n" + "; ".join(parts) + ".") if parts else ""
 
 
+#: Hand-written sections appended to the generated card (ablations, studies run after training).
+CARD_NOTES_FILE = "card_notes.md"
+
+
 def write_model_card(model_dir: Path, cfg: DetectorConfig, train_state: dict, metrics: dict,
                      calibration: dict, extra: dict | None = None) -> Path:
     """Write ``MODEL_CARD.md``."""
@@ -104,6 +108,9 @@ Stages: {", ".join(f"{k} {v}" for k, v in stages.items())}
 """
     if extra:
         card += "\n## Further results\n" + "\n".join(f"- {k}: {v}" for k, v in extra.items()) + "\n"
+    notes = model_dir / CARD_NOTES_FILE
+    if notes.is_file():  # what was measured after training (ablations, robustness), kept across regenerations
+        card += "\n" + notes.read_text()
     path = model_dir / "MODEL_CARD.md"
     path.write_text(card)
     return path

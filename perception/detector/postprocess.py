@@ -27,6 +27,7 @@ class PostProcessConfig:
     max_detections: int = 50
     nms_radius: dict[str, float] = field(default_factory=lambda: dict(NMS_RADIUS))
     keep_attention: bool = True
+    refine_boxes: bool = True  # fit Car boxes to their points (perception.detector.refine)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
