@@ -65,7 +65,7 @@ def main() -> None:
     detector = FusionDetector.load(REPO / args.model, backend=args.backend,
                                    postprocess=PostProcessConfig(refine_boxes=False))
     frames, total = open_source(args.data, cfg, args.limit)
-    variants = {"network": None, "refined": RefineConfig()}
+    variants = {"network": None, "refined": RefineConfig(), "refined, all scores": RefineConfig(min_score=0.0)}
     records: dict[str, list[FrameRecord]] = {k: [] for k in variants}
     changed = 0
     for frame in tqdm(frames, total=total, desc="detect", unit="frame"):

@@ -264,3 +264,19 @@ def test_model_card_states_the_stage_two_recipe(tmp_path):
     stage1 = DetectorConfig.from_yaml(REPO / "models" / "fusion_sim.yaml")
     text = write_model_card(tmp_path, stage1, state, metrics, {}).read_text()
     assert "Stage 2" not in text and "corruption" not in text and "Simulated drives only" in text
+
+
+def test_model_card_keeps_its_hand_written_notes_across_regenerations(tmp_path):
+    """What was measured after training (card_notes.md) is appended to every regenerated card, unchanged."""
+    from perception.detector.model_card import CARD_NOTES_FILE, write_model_card
+
+    metrics = {"ap3d": {"Car": 80.0}, "apbev": {"Car": 85.0}, "data": "sim:test", "frames": 3}
+    state = {"steps": 10, "epochs_done": 0.1, "wall_seconds": 60.0}
+    cfg = DetectorConfig.from_yaml(REPO / "models" / "fusion_default.yaml")
+    assert "## Ablation" not in write_model_card(tmp_path, cfg, state, metrics, {}).read_text()
+    (tmp_path / CARD_NOTES_FILE).write_text("## Ablation\n| a | b |\n")
+    for _ in range(2):
+        text = write_model_card(tmp_path, cfg, state, metrics, {}).read_text()
+        assert text.endswith("\n## Ablation\n| a | b |\n") and text.count("## Ablation") == 1
+    shipped = (REPO / "models" / "fusion_default" / "MODEL_CARD.md").read_text()
+    assert shipped.endswith((REPO / "models" / "fusion_default" / CARD_NOTES_FILE).read_text())

@@ -24,6 +24,7 @@ class RefineConfig:
     """Parameters of :func:`refine_detections` (chosen on ``sim:val``)."""
 
     classes: tuple[str, ...] = ("Car",)
+    min_score: float = 0.1  # boxes the network scores lower are left as they are (background, mostly; saves time)
     margin_m: float = 0.4  # the footprint searched for the object's points, beyond the network's box
     ring_m: float = 1.5  # ground: points within this distance outside the footprint
     above_ground_m: float = 0.2  # object points: higher than this above the ground
@@ -34,19 +35,14 @@ class RefineConfig:
     max_fit_points: int = 300  # the heading search uses at most this many of the object's points
 
 
-def _ground_height(points: np.ndarray, box: Box3D, cfg: RefineConfig) -> float | None:
-    """Median height of the lowest returns in a ring around the box's footprint, None when there are none."""
-    c, s = np.cos(box.yaw), np.sin(box.yaw)
-    d = points[:, :2] - box.center[:2]
-    u, v = d @ np.array([c, s]), d @ np.array([-s, c])
-    half_l, half_w = box.size[0] / 2 + cfg.margin_m, box.size[1] / 2 + cfg.margin_m
-    outside = (np.abs(u) > half_l) | (np.abs(v) > half_w)
-    ring = outside & (np.abs(u) <= half_l + cfg.ring_m) & (np.abs(v) <= half_w + cfg.ring_m)
+def _ground_height(z: np.ndarray, ring: np.ndarray, box: Box3D) -> float | None:
+    """Median height of the lowest returns in the ring around the box's footprint, None when there are none."""
     bottom = box.center[2] - box.size[2] / 2
-    z = points[ring & (np.abs(points[:, 2] - bottom) < 0.6), 2]
-    if len(z) < 5:
+    zr = z[ring]
+    zr = zr[np.abs(zr - bottom) < 0.6]
+    if len(zr) < 5:
         return None
-    return float(np.median(z[z <= np.quantile(z, 0.3)]))
+    return float(np.median(zr[zr <= np.quantile(zr, 0.3)]))
 
 
 def _closeness(xy: np.ndarray, angles: np.ndarray, d0: float) -> np.ndarray:
@@ -80,15 +76,18 @@ def _slide(lo: float, hi: float, sensor: float, size: float) -> float:
 def refine_box(points: np.ndarray, box: Box3D, cfg: RefineConfig | None = None) -> Box3D | None:
     """``box`` fitted to ``points`` (N, 3+, LiDAR frame, sensor at the origin); None when too few points."""
     cfg = cfg or RefineConfig()
-    ground = _ground_height(points, box, cfg)
+    c, s = np.cos(box.yaw), np.sin(box.yaw)
+    dx, dy = points[:, 0] - box.center[0], points[:, 1] - box.center[1]
+    u, v = np.abs(c * dx + s * dy), np.abs(-s * dx + c * dy)  # |coordinates| in the box's frame
+    half_l, half_w = box.size[0] / 2 + cfg.margin_m, box.size[1] / 2 + cfg.margin_m
+    inside = (u <= half_l) & (v <= half_w)
+    ring = ~inside & (u <= half_l + cfg.ring_m) & (v <= half_w + cfg.ring_m)
+    z = points[:, 2]
+    ground = _ground_height(z, ring, box)
     if ground is None:
         return None
-    c, s = np.cos(box.yaw), np.sin(box.yaw)
-    d = points[:, :2] - box.center[:2]
-    u, v = d @ np.array([c, s]), d @ np.array([-s, c])
-    inside = (np.abs(u) <= box.size[0] / 2 + cfg.margin_m) & (np.abs(v) <= box.size[1] / 2 + cfg.margin_m)
     top = box.center[2] + box.size[2] / 2 + 0.3
-    obj = points[inside & (points[:, 2] > ground + cfg.above_ground_m) & (points[:, 2] < top), :2]
+    obj = points[inside & (z > ground + cfg.above_ground_m) & (z < top), :2]
     if len(obj) < cfg.min_points:
         return None
     yaw = _closeness_heading(obj.astype(np.float64), box.yaw, cfg)
@@ -134,7 +133,7 @@ def refine_detections(detections: list[Detection], index: PillarIndex, cfg: Refi
     cfg = cfg or RefineConfig()
     changed = 0
     for det in detections:
-        if det.box.label not in cfg.classes:
+        if det.box.label not in cfg.classes or det.score < cfg.min_score:
             continue
         box = det.box
         reach = float(np.hypot(box.size[0], box.size[1])) / 2 + cfg.margin_m + cfg.ring_m
