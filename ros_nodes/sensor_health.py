@@ -71,8 +71,9 @@ class SensorHealthNode(Node):
         self.monitor = HealthMonitor(parse_limits(limits, f"{self.get_name()} parameters"), window_s=self.window_s,
                                      stale_after_s=stale, extrinsic_window=extrinsic_window)
         self.rig = self._load_rig(calib) if calib and extrinsic_period > 0 else None
+        # nice 19: the check can wait, inference on the same cores cannot
         self.extrinsics = LatestWorker(self._check_extrinsics, extrinsic_period if self.rig is not None else 0.0,
-                                       "extrinsic check")
+                                       "extrinsic check", nice=19)
         self._last_cloud: tuple[int, object] | None = None  # (stamp ns, points) of the newest valid cloud
         self._last_image: tuple[int, object] | None = None
         self._checked_stamp: int | None = None

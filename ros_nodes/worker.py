@@ -1,10 +1,12 @@
 """One-slot, rate-limited background work for the nodes: :class:`LatestWorker` keeps only the newest item offered,
 runs ``work`` on it on its own thread at most every ``period_s`` and counts failures (a slow or failing job drops
-items; it never delays the callback that offered them). No rclpy here."""
+items; it never delays the callback that offered them). ``nice`` lowers that thread's CPU priority, so that work
+which can wait (a diagnostic) does not take the cores from inference. No rclpy here."""
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -17,8 +19,8 @@ log = logging.getLogger(__name__)
 class LatestWorker:
     """Runs ``work(item)`` on a thread for the newest item offered, at most every ``period_s`` (0: off)."""
 
-    def __init__(self, work: Callable[[Any], None], period_s: float, name: str) -> None:
-        self.work, self.period_s, self.name = work, period_s, name
+    def __init__(self, work: Callable[[Any], None], period_s: float, name: str, nice: int = 0) -> None:
+        self.work, self.period_s, self.name, self.nice = work, period_s, name, nice
         self.work_ms: deque = deque(maxlen=200)
         self.errors = 0
         self.last_error = ""
@@ -48,6 +50,11 @@ class LatestWorker:
         return True
 
     def _loop(self) -> None:
+        if self.nice:  # a lower CPU priority for this thread alone (Linux: a thread is a task with its own nice)
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+            except (AttributeError, OSError) as exc:
+                log.warning("%s: cannot lower the thread's priority: %s", self.name, exc)
         while True:
             with self._cv:
                 while self._slot is None and self._running:
