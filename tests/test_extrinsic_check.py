@@ -126,8 +126,14 @@ def test_sensor_health_node_reports_a_knocked_camera_on_diagnostics(frames, tmp_
             image_pub = probe.publisher(Image, "/sensing/camera/image_raw", output_qos(depth=5))
 
             def calibration(node: str) -> list[tuple[int, str]]:
-                return [(s.level[0], s.message) for m in probe.messages("/diagnostics") for s in m.status
-                        if s.name == f"{node}: calibration" and "not judged" not in s.message]
+                """The node's judged calibration statuses (a finite extrinsic_gain: not "no checks" / "not judged")."""
+                out = []
+                for m in probe.messages("/diagnostics"):
+                    for s in m.status:
+                        gain = {kv.key: kv.value for kv in s.values}.get("extrinsic_gain")
+                        if s.name == f"{node}: calibration" and gain is not None and np.isfinite(float(gain)):
+                            out.append((s.level[0], s.message))
+                return out
 
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline and not (calibration("health_good") and calibration("health_knocked")):
