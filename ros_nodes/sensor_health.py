@@ -94,8 +94,7 @@ class SensorHealthNode(Node):
             return Rig.from_yaml(resolve(calib))
         except PerceptionError as exc:
             self.get_logger().error(f"extrinsic check off: {exc}")
-            self.monitor.observe_extrinsics(ExtrinsicCheck(float("nan"), float("nan"), (0.0, 0.0, 0.0),
-                                                           float("nan"), 0, f"cannot load the rig: {exc}"))
+            self.monitor.observe_extrinsics(ExtrinsicCheck.not_judged(f"cannot load the rig: {exc}"))
             return None
 
     def _offer_pair(self) -> None:
@@ -111,9 +110,8 @@ class SensorHealthNode(Node):
     def _check_extrinsics(self, pair: tuple) -> None:
         points, image = pair
         if image.shape[:2] != (self.rig.height, self.rig.width):
-            check = ExtrinsicCheck(float("nan"), float("nan"), (0.0, 0.0, 0.0), float("nan"), 0,
-                                   f"image {image.shape[1]}x{image.shape[0]} does not match the rig's "
-                                   f"{self.rig.width}x{self.rig.height} ({self.rig.source})")
+            check = ExtrinsicCheck.not_judged(f"image {image.shape[1]}x{image.shape[0]} does not match the rig's "
+                                              f"{self.rig.width}x{self.rig.height} ({self.rig.source})")
         else:
             check = extrinsic_consistency(points, image, self.rig)
         self.monitor.observe_extrinsics(check)

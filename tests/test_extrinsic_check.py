@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from perception.trust.extrinsics import ZERO, combine, depth_edge_points, extrin
 from perception.trust.health import DEFAULT_LIMITS, HealthMonitor, Level, frame_checks, parse_limits
 from ros_nodes import convert
 from ros_nodes.paths import dds_env
-from ros_nodes.probe import Probe
+from ros_nodes.probe import Probe, stop_process
 from ros_nodes.qos import output_qos
 
 REPO = Path(__file__).resolve().parents[1]
@@ -147,14 +146,7 @@ def test_sensor_health_node_reports_a_knocked_camera_on_diagnostics(frames, tmp_
             worst, message = max(calibration("health_knocked"))
             assert worst >= 1 and "check the LiDAR-camera calibration" in message, calibration("health_knocked")
     finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGINT)
-        for p in procs:
-            try:
-                assert p.wait(timeout=15) == 0
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+        assert [stop_process(p, 15) for p in procs] == [0, 0]
 
 
 def test_latest_worker_keeps_the_newest_item_rate_limits_and_counts_failures():

@@ -7,13 +7,13 @@ player must not take those for its own and start early.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from ros_nodes.paths import GRAPH_ID_ENV, dds_env
+from ros_nodes.probe import stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,10 +52,4 @@ def test_player_ignores_another_graphs_nodes_and_waits_for_its_own(default_drive
         assert _wait_for(player_log, "every awaited node is ready", 60), player_log.read_text()
     finally:
         for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGINT)
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+            stop_process(p, 15)

@@ -66,11 +66,12 @@ def _closeness_heading(xy: np.ndarray, yaw0: float, cfg: RefineConfig) -> float:
     return float(fine[int(np.argmax(_closeness(xy, fine, cfg.min_distance_m)))])
 
 
-def _slide(lo: float, hi: float, sensor: float, size: float) -> float:
-    """Centre along one axis of a box ``size`` long whose face toward the sensor lies on the visible extent."""
+def _slide(lo: float, hi: float, size: float) -> float:
+    """Centre along one axis (through the sensor at 0) of a box ``size`` long whose face toward the sensor lies on
+    the visible extent ``[lo, hi]``."""
     if hi - lo >= size:
         return (lo + hi) / 2
-    return lo + size / 2 if sensor < (lo + hi) / 2 else hi - size / 2
+    return lo + size / 2 if (lo + hi) / 2 > 0 else hi - size / 2
 
 
 def refine_box(points: np.ndarray, box: Box3D, cfg: RefineConfig | None = None) -> Box3D | None:
@@ -93,8 +94,8 @@ def refine_box(points: np.ndarray, box: Box3D, cfg: RefineConfig | None = None) 
     yaw = _closeness_heading(obj.astype(np.float64), box.yaw, cfg)
     e1, e2 = np.array([np.cos(yaw), np.sin(yaw)]), np.array([-np.sin(yaw), np.cos(yaw)])
     p1, p2 = obj @ e1, obj @ e2
-    a = _slide(p1.min(), p1.max(), 0.0, box.size[0])
-    b = _slide(p2.min(), p2.max(), 0.0, box.size[1])
+    a = _slide(p1.min(), p1.max(), box.size[0])
+    b = _slide(p2.min(), p2.max(), box.size[1])
     xy = a * e1 + b * e2
     centre = np.array([xy[0], xy[1], ground + box.size[2] / 2])
     return Box3D(box.label, centre, box.size.copy(), yaw, num_points=len(obj), bbox2d=box.bbox2d)
@@ -108,7 +109,6 @@ class PillarIndex:
         nx, ny = cfg.grid_size
         self.x0, self.y0 = cfg.point_range[0], cfg.point_range[1]
         self.vx, self.vy = cfg.pillar_size
-        self.shape = (ny, nx)
         self.grid = np.full((ny, nx), -1, dtype=np.int64)
         self.grid[pillars.coords[:, 0], pillars.coords[:, 1]] = np.arange(len(pillars.coords))
         self.xyz = pillars.features[:, :, :3]
@@ -118,7 +118,7 @@ class PillarIndex:
         """(N, 3) float64 points of the pillars within the square of half-side ``radius`` around ``(x, y)``."""
         ix0, ix1 = (int(np.floor((v - self.x0) / self.vx)) for v in (x - radius, x + radius))
         iy0, iy1 = (int(np.floor((v - self.y0) / self.vy)) for v in (y - radius, y + radius))
-        ny, nx = self.shape
+        ny, nx = self.grid.shape
         ix0, iy0, ix1, iy1 = max(ix0, 0), max(iy0, 0), min(ix1, nx - 1), min(iy1, ny - 1)
         if ix0 > ix1 or iy0 > iy1:
             return np.zeros((0, 3))

@@ -45,6 +45,11 @@ class ExtrinsicCheck:
         """Whether the frame had enough edges to judge the extrinsic."""
         return not self.reason
 
+    @classmethod
+    def not_judged(cls, reason: str) -> ExtrinsicCheck:
+        """A check that could not be made (no rig, a mismatched image, nothing checked yet), saying why."""
+        return cls(float("nan"), float("nan"), ZERO, float("nan"), 0, reason)
+
 
 def _luma(image: np.ndarray, stride: int) -> np.ndarray:
     rgb = image[::stride, ::stride].astype(np.float32)
@@ -175,7 +180,7 @@ def combine(checks: list[ExtrinsicCheck], min_edge_points: int = 50) -> Extrinsi
     random rotation in one frame does not."""
     usable = [c for c in checks if c.scores and c.edge_points > 0]
     if not usable:
-        return ExtrinsicCheck(float("nan"), float("nan"), ZERO, float("nan"), 0, "no frame checked yet")
+        return ExtrinsicCheck.not_judged("no frame checked yet")
     total = sum(c.edge_points for c in usable)
     mean = {o: sum(c.scores.get(o, 0.0) * c.edge_points for c in usable) / total for o in usable[0].scores}
     return _grade(mean, total, min_edge_points)
