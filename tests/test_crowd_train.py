@@ -104,6 +104,52 @@ def test_whole_frames_keep_every_head_and_the_inference_size() -> None:
 
     cfg = tiny_config()
     s = load_sample(REAL / "brt", "brt_1-20160620091226", 512, "brt")
-    img, dens = whole_frame(s, cfg.data, 0.2, 0.5, np.random.default_rng(0))
+    img, dens, pts = whole_frame(s, cfg.data, 0.2, 0.5, np.random.default_rng(0))
     assert img.shape == (3, 512, 288) and dens.shape == (64, 36)  # BRT frames are 360x640 portrait
-    assert dens.sum() == pytest.approx(s.count, abs=1e-3)
+    assert dens.sum() == pytest.approx(s.count, abs=1e-3) and len(pts) == s.count
+
+
+def test_whole_frame_schedules() -> None:
+    from perception.crowd.config import CrowdTrainConfig
+
+    const = CrowdTrainConfig(steps=10, whole_steps=5, lr=1e-3, whole_lr=2e-4, warmup_steps=2)
+    assert train_mod.schedule_factor(3, const) == train_mod.lr_factor(3, 10, 2)
+    assert [train_mod.schedule_factor(s, const) for s in range(10, 15)] == pytest.approx([0.2] * 5)
+    only = CrowdTrainConfig(steps=0, whole_steps=100, lr=1e-3, whole_lr=1e-3, warmup_steps=10,
+                            whole_schedule="cosine")
+    f = [train_mod.schedule_factor(s, only) for s in range(101)]
+    assert f[0] < f[9] <= 1.0  # warm-up when there is no crop stage
+    assert all(a >= b for a, b in zip(f[10:], f[11:])) and f[100] == pytest.approx(0.0, abs=1e-9)
+    after = CrowdTrainConfig(steps=10, whole_steps=10, whole_schedule="cosine", warmup_steps=5)
+    assert train_mod.schedule_factor(10, after) == pytest.approx(after.whole_lr / after.lr)  # no second warm-up
+
+
+def test_whole_frame_only_training_runs(tmp_path: Path) -> None:
+    doc = tiny_config(steps=0, whole_steps=3).to_dict()
+    doc["train"].update(whole_schedule="cosine", whole_scale=0.2, whole_loss="bayesian")
+    threads = torch.get_num_threads()
+    try:
+        summary = train_mod.train_crowd(CrowdConfig.from_dict(doc), tmp_path, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert summary["steps"] == 3 and (tmp_path / "weights.safetensors").is_file()
+    doc["train"]["whole_steps"] = 0
+    with pytest.raises(Exception, match="steps \\+ whole_steps"):
+        CrowdConfig.from_dict(doc)
+
+
+def test_scaled_whole_frames_keep_every_head() -> None:
+    from perception.crowd.data import CrowdSample, load_sample, whole_frame
+
+    cfg = tiny_config()
+    real = load_sample(REAL / "shb", "shb_train_IMG_1", 512, "shb")
+    pts = np.random.default_rng(0).uniform(150, 250, (40, 2))  # heads well inside the frame: none is trimmed
+    s = CrowdSample(name="x", image=real.image[:400, :400], points=pts, count=40, scale=1.0, dataset="shb")
+    sizes = set()
+    for seed in range(4):
+        img, dens, pts = whole_frame(s, cfg.data, 0.0, 0.0, np.random.default_rng(seed), scale_jitter=0.3)
+        assert img.shape[1] % 16 == 0 and img.shape[2] % 16 == 0
+        assert dens.shape == (img.shape[1] // 8, img.shape[2] // 8)
+        assert dens.sum() == pytest.approx(40, abs=1e-3) and len(pts) == 40
+        sizes.add(img.shape)
+    assert len(sizes) > 1 and all(280 <= h <= 520 for _, h, _ in sizes)

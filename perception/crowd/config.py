@@ -87,6 +87,12 @@ class CrowdDataConfig:
             raise ConfigError("need 0 < sigma_min <= sigma_max", f"{where}:data.sigma_min")
 
 
+#: Learning-rate schedules of the whole-frame stage.
+WHOLE_SCHEDULES = ("constant", "cosine")
+#: Losses of the whole-frame stage.
+WHOLE_LOSSES = ("density", "bayesian")
+
+
 @dataclass
 class CrowdTrainConfig:
     """Optimisation schedule on random crops, datasets sampled equally; everything seeded."""
@@ -106,10 +112,18 @@ class CrowdTrainConfig:
     count_loss_weight: float = 0.1
     cell_loss_weight: float = 1024.0  # x mean squared error of the stride-8 density cells; (crop/8)^2 = per-crop sum
     ema_decay: float = 0.995  # > 0: evaluate and ship an exponential moving average of the weights
-    # Final stage on whole training frames (what inference sees: whole frames count ~20-40 % more than their crops
-    # after the crop stage alone), one frame of each dataset per step, at a constant ``whole_lr``; EMA continues.
+    # Stage on whole training frames after the crops (what inference sees: whole frames count ~20-40 % more than
+    # their crops after the crop stage alone), one frame of each dataset per step; EMA continues. ``steps`` 0 trains
+    # on whole frames only.
     whole_steps: int = 0
     whole_lr: float = 2e-4
+    whole_schedule: str = "constant"  # "constant" at whole_lr, or "cosine": warm-up then cosine from whole_lr to 0
+    whole_scale: float = 0.0  # whole frames resized by a random factor in [1 - whole_scale, 1 + whole_scale]
+    # Loss of the whole-frame stage: "density" = the crops' cell MSE + count term against the adaptive Gaussian
+    # maps, or "bayesian" = Bayesian loss on the head points (Ma et al. 2019), posterior width ``bayes_sigma`` px.
+    whole_loss: str = "density"
+    bayes_sigma: float = 8.0
+    bayes_background: float = 1.0
     eval_every: int = 200
     checkpoint_every: int = 50
     threads: int = 2
@@ -117,8 +131,8 @@ class CrowdTrainConfig:
 
     def validate(self, where: str) -> None:
         """Raise ConfigError on out-of-range values."""
-        if self.steps < 1 or self.batch_size < 1:
-            raise ConfigError("steps and batch_size must be >= 1", f"{where}:train.steps")
+        if self.steps < 0 or self.batch_size < 1 or self.steps + self.whole_steps < 1:
+            raise ConfigError("need steps >= 0, batch_size >= 1 and steps + whole_steps >= 1", f"{where}:train.steps")
         if self.crop < 64 or self.crop % 16:
             raise ConfigError("crop must be a multiple of 16 and >= 64", f"{where}:train.crop")
         if not 0.0 < self.scale_min <= self.scale_max:
@@ -137,6 +151,14 @@ class CrowdTrainConfig:
             raise ConfigError("grey_prob must be in [0, 1]", f"{where}:train.grey_prob")
         if self.whole_steps < 0 or self.whole_lr <= 0:
             raise ConfigError("need whole_steps >= 0 and whole_lr > 0", f"{where}:train.whole_steps")
+        if self.whole_schedule not in WHOLE_SCHEDULES:
+            raise ConfigError(f"whole_schedule must be one of {WHOLE_SCHEDULES}", f"{where}:train.whole_schedule")
+        if self.whole_loss not in WHOLE_LOSSES:
+            raise ConfigError(f"whole_loss must be one of {WHOLE_LOSSES}", f"{where}:train.whole_loss")
+        if self.bayes_sigma <= 0 or self.bayes_background <= 0:
+            raise ConfigError("need bayes_sigma > 0 and bayes_background > 0", f"{where}:train.bayes_sigma")
+        if not 0.0 <= self.whole_scale < 1.0:
+            raise ConfigError("whole_scale must be in [0, 1)", f"{where}:train.whole_scale")
         if self.eval_every < 1 or self.checkpoint_every < 1 or self.threads < 1:
             raise ConfigError("need eval_every, checkpoint_every and threads >= 1", f"{where}:train.eval_every")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -192,9 +192,18 @@ class Augmenter:
 
 
 def whole_frame(sample: CrowdSample, cfg: CrowdDataConfig, jitter: float, grey_prob: float,
-                rng: np.random.Generator, multiple: int = 16, stride: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """The whole frame as inference sees it (cut down to a multiple of ``multiple`` at a random offset), flipped
-    half the time, colour-jittered, sometimes grey -> ((3, H, W) image, (H/8, W/8) density target)."""
+                rng: np.random.Generator, scale_jitter: float = 0.0, multiple: int = 16,
+                stride: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The whole frame as inference sees it (resized by a random factor in [1 - ``scale_jitter``,
+    1 + ``scale_jitter``] when that is > 0, cut down to a multiple of ``multiple`` at a random offset), flipped
+    half the time, colour-jittered, sometimes grey -> ((3, H, W) image, (H/8, W/8) density target, (N, 2) head
+    points x, y of the returned image, those inside it)."""
+    if scale_jitter > 0:
+        s = float(rng.uniform(1.0 - scale_jitter, 1.0 + scale_jitter))
+        h, w = sample.image.shape[:2]
+        size = (max(multiple, round(w * s)), max(multiple, round(h * s)))
+        image = np.asarray(Image.fromarray(sample.image).resize(size, Image.BILINEAR))
+        sample = replace(sample, image=image, points=sample.points * np.array([size[0] / w, size[1] / h]))
     h0, w0 = sample.image.shape[:2]
     fh, fw = h0 - h0 % multiple, w0 - w0 % multiple
     if fh < multiple or fw < multiple:
@@ -202,13 +211,15 @@ def whole_frame(sample: CrowdSample, cfg: CrowdDataConfig, jitter: float, grey_p
     y0, x0 = int(rng.integers(0, h0 - fh + 1)), int(rng.integers(0, w0 - fw + 1))
     img = sample.float_image()[y0:y0 + fh, x0:x0 + fw]
     sig = adaptive_sigmas(sample.points, cfg.knn, cfg.sigma_beta, cfg.sigma_min, cfg.sigma_max, cfg.sigma_single)
-    dens = render_density(sample.points - np.array([x0, y0]), sig, fh, fw)
+    pts = sample.points - np.array([x0, y0])
+    dens = render_density(pts, sig, fh, fw)
     if rng.random() < 0.5:
-        img, dens = img[:, ::-1], dens[:, ::-1]
+        img, dens, pts = img[:, ::-1], dens[:, ::-1], np.column_stack([fw - pts[:, 0], pts[:, 1]])
+    pts = pts[(pts[:, 0] >= 0) & (pts[:, 0] < fw) & (pts[:, 1] >= 0) & (pts[:, 1] < fh)]
     img = colour_jitter(img, jitter, rng)
     if rng.random() < grey_prob:
         img = np.repeat(img.mean(axis=2, keepdims=True), 3, axis=2)
-    return np.ascontiguousarray(img.transpose(2, 0, 1)), sum_pool(np.ascontiguousarray(dens), stride)
+    return np.ascontiguousarray(img.transpose(2, 0, 1)), sum_pool(np.ascontiguousarray(dens), stride), pts
 
 
 def colour_jitter(img: np.ndarray, jitter: float, rng: np.random.Generator) -> np.ndarray:

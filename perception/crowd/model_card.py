@@ -7,6 +7,7 @@ from pathlib import Path
 
 from perception.crowd import pretrained
 from perception.crowd.checkpoint import WEIGHTS_FILE, load_crowd_model
+from perception.crowd.config import CrowdConfig
 from perception.crowd.evaluate import metrics_markdown
 from perception.crowd.model import count_parameters
 
@@ -23,6 +24,38 @@ def ablation_markdown(ablation: dict) -> str:
         lines.append(f"| {r['attention']} | {r['steps']} ({r.get('whole_steps', 0)}) | {maes} | "
                      f"{r['val']['mae']:.2f} | {r['cpu_seconds'] / 60:.1f} |")
     return "\n".join(lines)
+
+
+def recipe_text(cfg: CrowdConfig) -> str:
+    """The training schedule and loss of ``cfg`` in one sentence."""
+    t, d = cfg.train, cfg.data
+    target = (f"geometry-adaptive Gaussian density maps (sigma = {d.sigma_beta} x mean distance to {d.knn} nearest "
+              f"heads, clipped to [{d.sigma_min}, {d.sigma_max}])")
+    parts = []
+    if t.steps:
+        parts.append(
+            f"{t.steps} steps of {t.batch_size} random {t.crop}x{t.crop} crops drawn from the datasets in turn "
+            f"(dataset-balanced), scale {t.scale_min}-{t.scale_max}, flips, colour jitter {t.jitter}, "
+            f"{t.grey_prob:.0%} grey crops; loss {t.cell_loss_weight:g} x cell MSE + {t.count_loss_weight:g} x "
+            f"|count error| against {target}; AdamW lr {t.lr} (backbone {t.backbone_lr}), {t.warmup_steps} "
+            "warm-up steps then cosine; then")
+    if t.whole_steps:
+        scale = f", resized by a random factor in [{1 - t.whole_scale:g}, {1 + t.whole_scale:g}]" if t.whole_scale \
+            else ""
+        loss = (f"Bayesian loss on the head points (posterior sigma {t.bayes_sigma} px)"
+                if t.whole_loss == "bayesian" else
+                f"loss {t.cell_loss_weight / (t.crop / 8) ** 2:g} x summed squared cell error + "
+                f"{t.count_loss_weight:g} x |count error| against {target}")
+        if t.whole_schedule == "cosine":
+            lr = (f"AdamW lr {t.whole_lr} (backbone {t.backbone_lr * t.whole_lr / t.lr:g})"
+                  + (f", {t.warmup_steps} warm-up steps" if not t.steps else "") + " then cosine to 0")
+        else:
+            lr = f"a constant lr {t.whole_lr} (backbone {t.backbone_lr * t.whole_lr / t.lr:g})"
+        parts.append(
+            f"{t.whole_steps} steps on whole training frames (one of each dataset per step, dataset-balanced, at the "
+            f"size inference sees{scale}; flips, colour jitter {t.jitter}, {t.grey_prob:.0%} grey frames); {loss}; "
+            f"{lr}")
+    return " ".join(parts)
 
 
 def _speed_markdown(speed: dict) -> str:
@@ -43,7 +76,7 @@ def write_model_card(model_dir: str | Path, val_report: dict, ablations: list[di
     model_dir = Path(model_dir)
     net, cfg, interval = load_crowd_model(model_dir)
     train = json.loads((model_dir / "training.json").read_text())
-    m, t, d = cfg.model, cfg.train, cfg.data
+    m, d = cfg.model, cfg.data
     size_kb = (model_dir / WEIGHTS_FILE).stat().st_size / 1024
     n_train = {ds: len(v["train"]) for ds, v in train["split"].items()}
     n_val = {ds: len(v["val"]) for ds, v in train["split"].items()}
@@ -77,16 +110,9 @@ def write_model_card(model_dir: str | Path, val_report: dict, ablations: list[di
         out.append(f"| {ds} | {n_train[ds]} | {n_val[ds]} | {rule} |")
     out += [
         "", "## Recipe", "",
-        f"`perception train-crowd --config models/crowd_default.yaml --out models/crowd_default` "
-        f"(resumable from `checkpoint.pt`). {t.steps} steps of {t.batch_size} random {t.crop}x{t.crop} crops "
-        f"drawn from the datasets in turn (dataset-balanced), scale {t.scale_min}-{t.scale_max}, flips, colour "
-        f"jitter {t.jitter}, {t.grey_prob:.0%} grey crops; loss {t.cell_loss_weight:g} x cell MSE + "
-        f"{t.count_loss_weight:g} x |count error| against geometry-adaptive Gaussian density maps (sigma = "
-        f"{d.sigma_beta} x mean distance to {d.knn} nearest heads, clipped to [{d.sigma_min}, {d.sigma_max}]); "
-        f"AdamW lr {t.lr} (backbone {t.backbone_lr}), {t.warmup_steps} warm-up steps then cosine; then "
-        f"{t.whole_steps} steps on whole training frames (one of each dataset per step, what inference sees) at a "
-        f"constant lr {t.whole_lr} (backbone scaled alike); shipped: "
-        f"the {train['shipped'].upper()} weights (decay {t.ema_decay}), no selection on validation.", "",
+        "`perception train-crowd --config models/crowd_default.yaml --out models/crowd_default` (resumable from "
+        f"`checkpoint.pt`). {recipe_text(cfg)}; shipped: "
+        f"the {train['shipped'].upper()} weights (decay {cfg.train.ema_decay}), no selection on validation.", "",
         f"Training time: **{train['seconds'] / 60:.1f} min wall, {train['cpu_seconds'] / 60:.1f} min CPU** on "
         f"{train['threads']} thread(s) of a 2-core CPU shared with other jobs (training loop; loading the images "
         "takes about a minute more).", "",

@@ -14,12 +14,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from perception.crowd.bayesian import bayesian_loss
 from perception.crowd.checkpoint import load_training_state, save_crowd_model, save_training_state
-from perception.crowd.config import CrowdConfig
+from perception.crowd.config import CrowdConfig, CrowdTrainConfig
 from perception.crowd.data import Augmenter, CrowdSample, load_datasets, whole_frame
 from perception.crowd.evaluate import evaluate_samples
 from perception.crowd.interval import CountInterval, fit_balanced_interval
-from perception.crowd.model import CrowdNet, train_mode
+from perception.crowd.model import STRIDE, CrowdNet, train_mode
 from perception.crowd.predict import predict_density
 from perception.crowd.pretrained import load_mobilenet_v2
 from perception.errors import DataError, ModelError
@@ -47,6 +48,18 @@ def lr_factor(step: int, steps: int, warmup: int) -> float:
         return (step + 1) / (warmup + 1)
     t = (min(step, steps) - warmup) / max(1, steps - warmup)
     return 0.5 * (1 + math.cos(math.pi * t))
+
+
+def schedule_factor(step: int, tc: CrowdTrainConfig) -> float:
+    """Multiplier of the base learning rates at ``step``: :func:`lr_factor` over the crop stage, then
+    ``whole_lr / lr``, constant or (``whole_schedule`` cosine) shaped by :func:`lr_factor` over the whole-frame
+    stage (with the warm-up only when there is no crop stage)."""
+    if step < tc.steps:
+        return lr_factor(step, tc.steps, tc.warmup_steps)
+    base = tc.whole_lr / tc.lr
+    if tc.whole_schedule == "constant":
+        return base
+    return base * lr_factor(step - tc.steps, tc.whole_steps, tc.warmup_steps if tc.steps == 0 else 0)
 
 
 @torch.no_grad()
@@ -100,7 +113,8 @@ def balanced_batch(train: dict[str, list[CrowdSample]], step: int, batch: int,
 
 #: ``train`` keys of the whole-frame stage: a checkpoint of the crop stage resumes under a config that differs
 #: only in these (the stage is added to, or changed on, a run whose crop stage is done).
-WHOLE_KEYS = ("whole_steps", "whole_lr")
+WHOLE_KEYS = ("whole_steps", "whole_lr", "whole_schedule", "whole_scale", "whole_loss", "bayes_sigma",
+              "bayes_background")
 
 
 def resumable(saved: dict, cfg: CrowdConfig, step: int) -> bool:
@@ -114,20 +128,27 @@ def resumable(saved: dict, cfg: CrowdConfig, step: int) -> bool:
     return strip[0] == strip[1] and step <= cfg.train.steps
 
 
-def whole_frame_loss(net: CrowdNet, pairs: list[tuple[np.ndarray, np.ndarray]], cfg: CrowdConfig) -> torch.Tensor:
-    """Mean loss over whole frames (one forward pass per frame size); the cell term has the crop stage's weight
-    per cell, so it is the sum of squared cell errors over the frame when ``cell_loss_weight`` = (crop / 8)^2."""
+def whole_frame_loss(net: CrowdNet, frames: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                     cfg: CrowdConfig) -> torch.Tensor:
+    """Mean loss over whole frames (image, density target, head points; one forward pass per frame size). With
+    ``whole_loss`` density the cell term has the crop stage's weight per cell, so it is the sum of squared cell
+    errors over the frame when ``cell_loss_weight`` = (crop / 8)^2; with bayesian it is :func:`bayesian_loss`."""
     tc = cfg.train
     per_cell = tc.cell_loss_weight / (tc.crop / 8) ** 2
     groups: dict[tuple[int, ...], list[int]] = {}
-    for i, (img, _) in enumerate(pairs):
+    for i, (img, _, _) in enumerate(frames):
         groups.setdefault(img.shape, []).append(i)
     total = torch.zeros(())
     for idx in groups.values():
-        x = torch.from_numpy(np.stack([pairs[i][0] for i in idx]))
-        y = torch.from_numpy(np.stack([pairs[i][1] for i in idx]))[:, None]
+        pred = net(torch.from_numpy(np.stack([frames[i][0] for i in idx])))
+        if tc.whole_loss == "bayesian":
+            for k, i in enumerate(idx):
+                total = total + bayesian_loss(pred[k, 0], frames[i][2], STRIDE, tc.bayes_sigma,
+                                              tc.bayes_background) / len(frames)
+            continue
+        y = torch.from_numpy(np.stack([frames[i][1] for i in idx]))[:, None]
         cells = y.shape[2] * y.shape[3]
-        total = total + density_loss(net(x), y, per_cell * cells, tc.count_loss_weight) * (len(idx) / len(pairs))
+        total = total + density_loss(pred, y, per_cell * cells, tc.count_loss_weight) * (len(idx) / len(frames))
     return total
 
 
@@ -174,9 +195,7 @@ def train_crowd(cfg: CrowdConfig, out_dir: str | Path, resume: bool = True, prog
         history, elapsed, cpu_used = extra["history"], float(extra["seconds"]), float(extra["cpu_seconds"])
         loss_sum, loss_n = float(extra["loss_sum"]), int(extra["loss_n"])
         log.info("resumed from %s at step %d", ckpt, step)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, tc.steps, tc.warmup_steps) if s < tc.steps else tc.whole_lr / tc.lr,
-        last_epoch=step - 1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: schedule_factor(s, tc), last_epoch=step - 1)
     shipped = ema if ema is not None else net
     train_mode(net)
     start, cpu_start = time.time() - elapsed, time.process_time() - cpu_used
@@ -191,7 +210,8 @@ def train_crowd(cfg: CrowdConfig, out_dir: str | Path, resume: bool = True, prog
             loss = density_loss(net(x), y, tc.cell_loss_weight, tc.count_loss_weight)
         else:  # whole frames, one of each dataset
             frames = balanced_batch(train, step, n_ds, rng)
-            loss = whole_frame_loss(net, [whole_frame(s, cfg.data, tc.jitter, tc.grey_prob, rng) for s in frames],
+            loss = whole_frame_loss(net, [whole_frame(s, cfg.data, tc.jitter, tc.grey_prob, rng, tc.whole_scale)
+                                           for s in frames],
                                     cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
