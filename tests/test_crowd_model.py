@@ -87,3 +87,17 @@ def test_training_output_is_rectified_with_a_leaky_gradient() -> None:
     assert torch.all(out == 0)  # same value as at inference
     (out - 1.0).pow(2).sum().backward()
     assert net.head.bias.grad is not None and net.head.bias.grad.item() < 0  # still pushed towards positive
+
+
+def test_abs_output_is_non_negative_with_gradients_below_zero() -> None:
+    from perception.crowd.config import CrowdModelConfig
+    from perception.crowd.model import CrowdNet
+
+    net = CrowdNet(CrowdModelConfig(front_blocks=14, back_channels=[8], pretrained=False, output="abs"))
+    with torch.no_grad():
+        net.head.bias.fill_(-5.0)  # every cell negative before rectification
+    net.train()
+    out = net(torch.rand(1, 3, 64, 64))
+    assert (out > 0).all()
+    out.sum().backward()
+    assert net.head.bias.grad.item() == pytest.approx(-out.numel(), rel=1e-5)  # full-strength gradient, not leaky

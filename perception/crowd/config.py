@@ -17,6 +17,10 @@ from perception.errors import ConfigError
 ATTENTION_VARIANTS = ("none", "simam", "channel", "spatial", "combined")
 
 
+#: Rectifications of the density head.
+OUTPUTS = ("relu", "abs")
+
+
 @dataclass
 class CrowdModelConfig:
     """Network shape: MobileNetV2 ``features[:front_blocks]`` (ImageNet-pretrained), dilated back end at stride 8,
@@ -31,6 +35,7 @@ class CrowdModelConfig:
     attention: str = "simam"
     simam_lambda: float = 1e-4
     max_side: int = 512  # images are resized so that their longer side is at most this (points scaled alike)
+    output: str = "relu"  # density = relu(head) (leaky backward in training) or abs(head), as the Bayesian loss's code
 
     def validate(self, where: str) -> None:
         """Raise ConfigError on out-of-range values."""
@@ -47,6 +52,8 @@ class CrowdModelConfig:
             raise ConfigError("dilation must be >= 1", f"{where}:model.dilation")
         if self.max_side < 64 or self.max_side % 16:
             raise ConfigError("max_side must be a multiple of 16 and >= 64", f"{where}:model.max_side")
+        if self.output not in OUTPUTS:
+            raise ConfigError(f"output must be one of {OUTPUTS}", f"{where}:model.output")
         if not 0.0 < self.simam_lambda < 1.0:
             raise ConfigError("simam_lambda must be in (0, 1)", f"{where}:model.simam_lambda")
 

@@ -67,7 +67,8 @@ class CrowdNet(nn.Module):
     H and W must be multiples of :data:`INPUT_MULTIPLE`. ``front`` = MobileNetV2 ``features[:7]`` (stride 8);
     with ``front_blocks`` > 7, ``deep`` = ``features[7:front_blocks]`` (stride 16), upsampled x2 and concatenated
     with the stride-8 map. Attention re-weights the fused features and the back-end output. The output is
-    rectified in both modes; in training the backward pass is leaky (slope :data:`LEAK` below zero).
+    rectified in both modes; in training the backward pass is leaky (slope :data:`LEAK` below zero); with
+    ``output`` abs it is the head's absolute value.
     """
 
     def __init__(self, cfg: CrowdModelConfig) -> None:
@@ -86,6 +87,7 @@ class CrowdNet(nn.Module):
         layers.append(make_attention(cfg.attention, cfg.simam_lambda))
         self.back = nn.Sequential(*layers)
         self.head = nn.Conv2d(cin, 1, 1)
+        self.output = cfg.output
         nn.init.normal_(self.head.weight, std=0.01)
         nn.init.constant_(self.head.bias, 0.0)
 
@@ -95,6 +97,8 @@ class CrowdNet(nn.Module):
         if self.deep is not None:
             x = torch.cat([x, F.interpolate(self.deep(x), scale_factor=2.0, mode="bilinear", align_corners=False)], 1)
         d = self.head(self.back(self.fuse_attention(x)))
+        if self.output == "abs":
+            return torch.abs(d)
         if not self.training:
             return torch.relu(d)
         neg = torch.clamp(d, max=0.0)

@@ -23,7 +23,7 @@ from perception.crowd.interval import CountInterval, fit_balanced_interval
 from perception.crowd.model import STRIDE, CrowdNet, train_mode
 from perception.crowd.predict import predict_density
 from perception.crowd.pretrained import load_mobilenet_v2
-from perception.errors import DataError, ModelError
+from perception.errors import ConfigError, DataError, ModelError
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -122,6 +122,10 @@ def resumable(saved: dict, cfg: CrowdConfig, step: int) -> bool:
     the same config, or one differing only in :data:`WHOLE_KEYS` while the checkpoint is not past the crop
     stage."""
     now = cfg.to_dict()
+    try:  # a checkpoint from before a config key was added reads with that key's default
+        saved = CrowdConfig.from_dict(saved, "checkpoint").to_dict()
+    except (ConfigError, TypeError):
+        return False
     if saved == now:
         return True
     strip = [{**d, "train": {k: v for k, v in d["train"].items() if k not in WHOLE_KEYS}} for d in (saved, now)]
