@@ -91,7 +91,7 @@ def write_model_card(model_dir: str | Path, val_report: dict, ablations: list[di
         f"initialised from ImageNet weights; the first {m.freeze_blocks} modules and every backbone BatchNorm frozen.",
         f"- Parameter-free attention `{m.attention}` on the fused stride-8 features and after the back end.",
         f"- Back end: 3x3 convolutions {m.back_channels} (dilation {m.dilation}) at stride 8, 1x1 density head "
-        "(rectified output).",
+        + ("(absolute value as output)." if m.output == "abs" else "(rectified output)."),
         f"- {count_parameters(net):,} parameters, weights {size_kb:.0f} KiB; images resized to longer side "
         f"{m.max_side} (padded to multiples of 16).", "",
         "## Pretrained weights", "",
