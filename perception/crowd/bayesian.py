@@ -26,7 +26,7 @@ def bayesian_loss(density: torch.Tensor, points: np.ndarray, stride: int, sigma:
     xs = torch.arange(w, dtype=torch.float32) * stride + stride / 2
     d2 = ((pts[:, 1:2] - ys[None]) ** 2)[:, :, None] + ((pts[:, 0:1] - xs[None]) ** 2)[:, None, :]
     d2 = d2.reshape(len(pts), -1)
-    nearest = d2.min(dim=0, keepdim=True).values.clamp(min=0.0)
+    nearest = d2.min(dim=0, keepdim=True).values
     background = (background_ratio * min(h, w) * stride) ** 2 / (nearest + 1e-5)
     posterior = torch.softmax(-torch.cat([d2, background], 0) / (2.0 * sigma ** 2), dim=0)
     expected = posterior @ flat

@@ -102,7 +102,8 @@ WHOLE_LOSSES = ("density", "bayesian")
 
 @dataclass
 class CrowdTrainConfig:
-    """Optimisation schedule on random crops, datasets sampled equally; everything seeded."""
+    """Optimisation schedule: random crops (``steps``), then whole frames (``whole_steps``), datasets sampled
+    equally; everything seeded."""
 
     seed: int = 0
     steps: int = 1200

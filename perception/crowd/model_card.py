@@ -46,11 +46,11 @@ def recipe_text(cfg: CrowdConfig) -> str:
                 if t.whole_loss == "bayesian" else
                 f"loss {t.cell_loss_weight / (t.crop / 8) ** 2:g} x summed squared cell error + "
                 f"{t.count_loss_weight:g} x |count error| against {target}")
+        lr = f"lr {t.whole_lr} (backbone {t.backbone_lr * t.whole_lr / t.lr:g})"
         if t.whole_schedule == "cosine":
-            lr = (f"AdamW lr {t.whole_lr} (backbone {t.backbone_lr * t.whole_lr / t.lr:g})"
-                  + (f", {t.warmup_steps} warm-up steps" if not t.steps else "") + " then cosine to 0")
+            lr = f"AdamW {lr}" + (f", {t.warmup_steps} warm-up steps" if not t.steps else "") + " then cosine to 0"
         else:
-            lr = f"a constant lr {t.whole_lr} (backbone {t.backbone_lr * t.whole_lr / t.lr:g})"
+            lr = f"a constant {lr}"
         parts.append(
             f"{t.whole_steps} steps on whole training frames (one of each dataset per step, dataset-balanced, at the "
             f"size inference sees{scale}; flips, colour jitter {t.jitter}, {t.grey_prob:.0%} grey frames); {loss}; "
